@@ -1,0 +1,63 @@
+"""The one reduction helper every loss calls.
+
+A loss computes its per-element values (already weighted, already adjusted for
+anything family-specific such as kl_div's ``batchmean`` or ctc's per-target
+length) and hands them here. ``"mean"`` divides by the number of elements, or by
+an explicit ``denominator`` (torch's weighted means divide by the sum of the
+weights that took part).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
+
+
+def check_reduction(reduction: object, allowed: tuple[str, ...] = REDUCTIONS) -> str:
+    """Return ``reduction`` if it is one of ``allowed``; raise ``ValueError`` otherwise."""
+    if not isinstance(reduction, str) or reduction not in allowed:
+        raise ValueError(
+            f"reduction: expected one of {', '.join(repr(r) for r in allowed)}, got {reduction!r}"
+        )
+    return reduction
+
+
+def reduce(
+    loss: jax.Array,
+    reduction: str,
+    *,
+    denominator: jax.Array | None = None,
+    dtype: jnp.dtype | None = None,
+) -> jax.Array:
+    """Reduce per-element ``loss`` as torch does and cast the result to ``dtype``.
+
+    Args:
+      loss: per-element losses, in the compute dtype (float32 or wider).
+      reduction: ``"none"`` (returned unchanged), ``"sum"`` or ``"mean"``.
+      denominator: for ``"mean"``, what to divide the sum by (e.g. the sum of the
+        class weights that took part); ``None`` means the number of elements
+        (``loss.mean()``, NaN for an empty array, like torch). A zero denominator
+        gives torch's value (NaN or inf) with a finite gradient.
+      dtype: the result dtype (torch's output dtype); ``None`` keeps ``loss.dtype``.
+    """
+    check_reduction(reduction)
+    if reduction == "none":
+        out = loss
+    elif reduction == "sum":
+        out = jnp.sum(loss)
+    elif denominator is None:
+        out = jnp.mean(loss)
+    else:
+        # torch divides by the denominator as is (0/0 = NaN when, say, every target
+        # is ignored). Where it is 0 the gradient must stay finite (zero for the
+        # masked elements), so the division that carries the gradient never sees 0.
+        total = jnp.sum(loss)
+        zero = denominator == 0
+        out = jnp.where(
+            zero,
+            total / jax.lax.stop_gradient(denominator),
+            total / jnp.where(zero, jnp.ones_like(denominator), denominator),
+        )
+    return out if dtype is None else out.astype(dtype)
