@@ -8,11 +8,11 @@ import pytest
 from tests._fixtures import assert_parity, case_params
 
 
-@pytest.mark.parametrize("case", case_params("classification"))
+@pytest.mark.parametrize("case", case_params("cross_entropy"))
 def test_fixture_parity(case):
     assert_parity(case)
 
 
-@pytest.mark.parametrize("case", case_params("classification"))
+@pytest.mark.parametrize("case", case_params("cross_entropy"))
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
