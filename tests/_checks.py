@@ -86,7 +86,12 @@ def assert_hyperparameter_is_traced(call: Callable[[object], jax.Array], values:
     in Python fails here, and ``chex.assert_max_traces`` fails on a second trace.
     The traced results must equal the eager ones and differ between values.
     """
-    f = jax.jit(chex.assert_max_traces(call, n=1))
+    chex.clear_trace_counter()  # chex counts per function source; start this check at zero
+
+    def traced(v):
+        return call(v)
+
+    f = jax.jit(chex.assert_max_traces(traced, n=1))
     traced = [np.asarray(f(jnp.asarray(v, jnp.float32))) for v in values]
     eager = [np.asarray(call(float(v))) for v in values]
     for t, e in zip(traced, eager):
