@@ -225,6 +225,9 @@ lce_accuracy = test_accuracy(lce_model)
 print(f"linear_cross_entropy: {len(lce_losses)} steps in {lce_seconds:.1f} s (compilation included)")
 print(f"linear_cross_entropy: test accuracy {lce_accuracy:.4f}")
 assert lce_accuracy >= 0.95, lce_accuracy
+# Same initialisation, same batches, the same loss computed another way: the two runs follow
+# the same trajectory up to float32 rounding.
+print(f"largest difference between the two loss curves: {np.max(np.abs(ce_losses - lce_losses)):.1e}")
 
 fig, ax = plt.subplots(figsize=(7, 4))
 ax.plot(ce_losses, label="cross_entropy")
