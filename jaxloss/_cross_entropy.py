@@ -55,21 +55,61 @@ def _check_indices_in_range(target, num_classes: int, ignore_index: int) -> None
     )
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _log_normaliser(x: jax.Array, ax: int) -> tuple[jax.Array, jax.Array]:
-    """(m, s) with logsumexp(x) = m + s, m the max along ``ax`` (kept dims).
+    """(m, s) with logsumexp(x) = m + s along ``ax`` (kept dims), m the row max.
 
-    ``m`` carries no gradient: every expression below is exactly independent of
-    the value of ``m``, so this is correct at every order. Writing ``lse - x_c``
-    as ``(m - x_c) + s`` keeps full precision for huge logits.
+    Every loss below uses ``m`` only in combinations that are exactly
+    independent of its value (``(m - x_c) + s``), so ``m`` carries a zero
+    tangent and ``s`` the tangent of the full log-normaliser,
+    :math:`\\sum_c p_c\\,dx_c`. Writing ``lse - x_c`` as ``(m - x_c) + s`` keeps
+    full precision for huge logits.
+
+    The rule is a ``custom_jvp`` rather than autodiff of ``log(sum(exp))``: its
+    transpose is the element-wise ``p * g``, so reverse mode needs no saved
+    ``exp(x - m)`` buffer and XLA fuses the whole backward pass into one sweep
+    over the logits; forward mode and higher orders work because the rule is
+    itself differentiable.
     """
-    m = jax.lax.stop_gradient(jnp.max(x, axis=ax, keepdims=True))
+    m = jnp.max(x, axis=ax, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0)
     s = jnp.log(jnp.sum(jnp.exp(x - m), axis=ax, keepdims=True))
     return m, s
 
 
+@_log_normaliser.defjvp
+def _log_normaliser_jvp(ax, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    # The primal is recomputed here (not by calling _log_normaliser) so that
+    # exp(x - m) is computed once and shared by s and the softmax p, as XLA
+    # would do for plain autodiff; m is stopped so that differentiating this
+    # rule again (second order) sees the same zero tangent for m.
+    m = jax.lax.stop_gradient(jnp.max(x, axis=ax, keepdims=True))
+    m = jnp.where(jnp.isfinite(m), m, 0)
+    e = jnp.exp(x - m)
+    z = jnp.sum(e, axis=ax, keepdims=True)
+    s = jnp.log(z)
+    p = e / z
+    return (m, s), (jnp.zeros_like(m), jnp.sum(p * dx, axis=ax, keepdims=True))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _pick(x: jax.Array, idx: jax.Array, ax: int) -> jax.Array:
+    """``x[..., idx, ...]`` along ``ax`` (a gather), for in-range ``idx``.
+
+    Its tangent is written as a one-hot masked sum, whose transpose is an
+    element-wise select: the gradient needs no scatter and fuses with the rest
+    of the backward sweep.
+    """
     return jnp.take_along_axis(x, jnp.expand_dims(idx, ax), axis=ax).squeeze(ax)
+
+
+@_pick.defjvp
+def _pick_jvp(ax, primals, tangents):
+    x, idx = primals
+    dx = tangents[0]
+    hit = jax.lax.broadcasted_iota(idx.dtype, x.shape, ax) == jnp.expand_dims(idx, ax)
+    return _pick(x, idx, ax), jnp.sum(jnp.where(hit, dx, 0), axis=ax)
 
 
 def _class_weight_view(weight: jax.Array, ndim: int, ax: int) -> jax.Array:
@@ -85,18 +125,30 @@ def _cross_entropy_indices(x, target, weight, label_smoothing, *, ignore_index, 
     active = target != ignore_index
     in_range = (target >= 0) & (target < C)
     safe = jnp.where(active & in_range, target, 0)
-    nll = (_pick(m - x, safe, ax) + s.squeeze(ax))  # -log p[target]
+    m, s = m.squeeze(ax), s.squeeze(ax)
+    picked = _pick(x, safe, ax)
+    nll = (m - picked) + s  # -log p[target], precise for huge logits
     w_t = jnp.ones_like(nll) if weight is None else weight.astype(x.dtype)[safe]
     w_t = jnp.where(active, w_t, 0)
     loss = w_t * nll
     if label_smoothing is not None:
         eps = jnp.asarray(label_smoothing, x.dtype)
-        # sum_c w_c * (-log p_c) = sum_c w_c (m - x_c) + s * sum_c w_c
+        # sum_c w_c (-log p_c) = W (m + s - r) - sum_c w_c (x_c - r), W = sum_c w_c, for any
+        # per-row shift r. r = the picked logit (when finite) keeps the sum precise for
+        # huge, close logits, and the sum reads x directly, so XLA needs no extra (N, C)
+        # buffer. r carries no gradient: its terms cancel exactly.
+        r = jax.lax.stop_gradient(jnp.where(jnp.isfinite(picked), picked, m))
+        shifted = x - jnp.expand_dims(r, ax)
         if weight is None:
-            smooth = jnp.sum(m - x, axis=ax) + C * s.squeeze(ax)
+            smooth = C * ((m - r) + s) - jnp.sum(shifted, axis=ax)
         else:
-            wv = _class_weight_view(weight.astype(x.dtype), x.ndim, ax)
-            smooth = jnp.sum(wv * (m - x), axis=ax) + jnp.sum(wv) * s.squeeze(ax)
+            wc = weight.astype(x.dtype)
+            if ax == x.ndim - 1:
+                # A mat-vec reads x once; a broadcast weight would be materialised.
+                wsum = jnp.matmul(x, wc, precision=jax.lax.Precision.HIGHEST) - r * jnp.sum(wc)
+            else:
+                wsum = jnp.sum(_class_weight_view(wc, x.ndim, ax) * shifted, axis=ax)
+            smooth = jnp.sum(wc) * ((m - r) + s) - wsum
         loss = (1 - eps) * loss + (eps / C) * jnp.where(active, smooth, 0)
     V.debug_check(jnp.all(in_range | ~active), f"target: class index out of range [0, {C}) (and not ignore_index)")
     loss = jnp.where(active & ~in_range, jnp.nan, loss)
