@@ -34,6 +34,11 @@ def _check_class_target(fn: str, input: jax.Array, target: jax.Array) -> None:
             )
         )
     V.require_integer("target", target, "class indices")
+    if fn == "cross_entropy" and target.shape == input.shape:
+        raise TypeError(
+            f"target: class probabilities must be floating, got dtype {target.dtype} with the input's "
+            f"shape {tuple(input.shape)}; class indices have shape {tuple(expected)}"
+        )
     V.require_shape("target", target, expected, context=f"for input {tuple(input.shape)}")
 
 
@@ -149,9 +154,11 @@ def _cross_entropy_indices(x, target, weight, label_smoothing, *, ignore_index, 
             else:
                 wsum = jnp.sum(_class_weight_view(wc, x.ndim, ax) * shifted, axis=ax)
             smooth = jnp.sum(wc) * ((m - r) + s) - wsum
-        loss = (1 - eps) * loss + (eps / C) * jnp.where(active, smooth, 0)
+        loss = (1 - eps) * loss + (eps / C) * smooth
     V.debug_check(jnp.all(in_range | ~active), f"target: class index out of range [0, {C}) (and not ignore_index)")
-    loss = jnp.where(active & ~in_range, jnp.nan, loss)
+    # Ignored entries are selected away (not multiplied by a zero weight), so they get
+    # exactly-zero gradients even when "mean" divides by a zero total weight.
+    loss = jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0)
     return reduce(loss, reduction, denominator=jnp.sum(w_t), dtype=out_dtype)
 
 
@@ -291,9 +298,8 @@ def _nll_loss(x, target, weight, *, ignore_index, reduction, out_dtype):
     picked = _pick(x, safe, ax)
     w_t = jnp.ones_like(picked) if weight is None else weight.astype(x.dtype)[safe]
     w_t = jnp.where(active, w_t, 0)
-    loss = jnp.where(active, -w_t * picked, 0)
     V.debug_check(jnp.all(in_range | ~active), f"target: class index out of range [0, {C}) (and not ignore_index)")
-    loss = jnp.where(active & ~in_range, jnp.nan, loss)
+    loss = jnp.where(active, jnp.where(in_range, -w_t * picked, jnp.nan), 0)
     return reduce(loss, reduction, denominator=jnp.sum(w_t), dtype=out_dtype)
 
 
