@@ -149,7 +149,9 @@ def _cross_entropy_indices(x, target, weight, label_smoothing, *, ignore_index, 
         else:
             wc = weight.astype(x.dtype)
             if ax == x.ndim - 1:
-                # A mat-vec reads x once; a broadcast weight would be materialised.
+                # A mat-vec reads x once (a broadcast weight would be materialised on CPU).
+                # Its shift by r happens after the sum; the huge-close-logit fixtures
+                # confirm float32 parity.
                 wsum = jnp.matmul(x, wc, precision=jax.lax.Precision.HIGHEST) - r * jnp.sum(wc)
             else:
                 wsum = jnp.sum(_class_weight_view(wc, x.ndim, ax) * shifted, axis=ax)
@@ -191,73 +193,106 @@ def cross_entropy(
 ) -> jax.Array:
     r"""Cross entropy between unnormalised logits and class indices or class probabilities.
 
-    Equals ``torch.nn.functional.cross_entropy`` (2.13) in value and gradient.
+    Equals ``torch.nn.functional.cross_entropy`` (torch 2.13) in value and in the
+    gradient with respect to ``input`` (and ``target`` and ``weight`` for
+    probability targets).
 
-    With class-index targets :math:`y_n` and smoothing :math:`\varepsilon`:
+    With class-index targets :math:`y_n` and smoothing :math:`\varepsilon`, per
+    sample :math:`n` (a position in ``(N, d_1, ..., d_K)``):
 
     .. math::
         \ell_n = (1-\varepsilon)\, w_{y_n} (-\log p_{n,y_n})
-                 + \frac{\varepsilon}{C} \sum_c w_c (-\log p_{n,c}),
+                 + \frac{\varepsilon}{C} \sum_{c=1}^{C} w_c (-\log p_{n,c}),
         \qquad p_{n,c} = \operatorname{softmax}(x_n)_c,
 
-    and :math:`\ell_n = 0` where :math:`y_n` = ``ignore_index``. ``"mean"``
-    divides :math:`\sum_n \ell_n` by :math:`\sum_n w_{y_n}` over the targets that
-    are not ignored (the number of them without ``weight``); if every target is
-    ignored the mean is NaN, the sum is 0 and the gradient is zero.
-
-    With probability targets :math:`t_{n,c}`, smoothed to
-    :math:`(1-\varepsilon) t_{n,c} + \varepsilon / C`:
+    with :math:`w \equiv 1` without ``weight``, and :math:`\ell_n = 0` where
+    :math:`y_n` = ``ignore_index``. Reductions:
 
     .. math::
-        \ell_n = -\sum_c w_c\, t_{n,c} \log p_{n,c},
+        \text{none: } (\ell_n)_n, \qquad \text{sum: } \sum_n \ell_n, \qquad
+        \text{mean: } \frac{\sum_n \ell_n}{\sum_{n:\, y_n \ne \text{ignore\_index}} w_{y_n}},
 
-    and ``"mean"`` divides by the number of samples :math:`N d_1 \cdots d_K`
-    (not by the weights).
+    so the weighted mean divides by the weights of the targets that take part (the
+    number of them without ``weight``), in both terms; if every target is ignored
+    the mean is NaN (0/0), the sum is 0 and the gradient is zero.
+
+    With probability targets :math:`t_{n,c}`, smoothed to
+    :math:`(1-\varepsilon)\, t_{n,c} + \varepsilon / C`:
+
+    .. math::
+        \ell_n = -\sum_{c=1}^{C} w_c\, t_{n,c} \log p_{n,c},
+
+    and ``"mean"`` divides :math:`\sum_n \ell_n` by the number of samples
+    :math:`N d_1 \cdots d_K` (not by the weights).
+
+    :math:`-\log p_{n,c}` is computed as :math:`(m_n - x_{n,c}) + \log\sum_c
+    e^{x_{n,c} - m_n}` with :math:`m_n` the row maximum, in at least float32, so
+    logits of any magnitude are exact to rounding and nothing of shape ``input``
+    but the gradient is materialised: the gradient ``softmax - one_hot`` is a
+    single fused pass (custom JVP rules; forward mode, ``jax.hessian`` and
+    higher orders work).
 
     Args:
-      input: logits of shape ``(C,)``, ``(N, C)`` or ``(N, C, d_1, ..., d_K)``;
-        any floating dtype (computed in at least float32).
-      target: class indices of shape ``()``, ``(N,)`` or ``(N, d_1, ..., d_K)``,
-        any integer dtype, each in ``[0, C)`` or equal to ``ignore_index``; or
-        class probabilities with the input's shape, floating.
-      weight: optional class weights of shape ``(C,)``.
-      ignore_index: a class-index target value that contributes nothing (class
-        targets only).
+      input: logits of shape ``(C,)``, ``(N, C)`` or ``(N, C, d_1, ..., d_K)``
+        (the class axis is 0 for 1-D input, else 1); any floating dtype.
+      target: class indices of shape ``()``, ``(N,)`` or ``(N, d_1, ..., d_K)``
+        (``input`` without the class axis), of any integer dtype, each in
+        ``[0, C)`` or equal to ``ignore_index``; or class probabilities of
+        ``input``'s shape, floating (not checked to sum to 1, as in torch).
+      weight: optional class weights of shape ``(C,)``, floating.
+      ignore_index: a class-index value whose targets contribute nothing (any
+        int, negative included; class-index targets only).
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
-      label_smoothing: :math:`\varepsilon \in [0, 1]`; traced, so changing it does
-        not recompile (a literal ``0.0`` compiles a path without the smoothing term).
+      label_smoothing: :math:`\varepsilon \in [0, 1]`, a float or a traced
+        scalar: changing it does not recompile (a literal ``0.0`` compiles a path
+        without the smoothing term).
 
     Returns:
-      ``"none"``: the per-sample loss, shaped like the class-index target
-      (``input`` without the class axis); ``"mean"``/``"sum"``: a scalar. The dtype
-      is torch's: the promoted floating dtype of ``input`` (and of ``weight`` and
-      probability targets).
+      ``"none"``: the per-sample losses, of shape ``input`` without the class
+      axis (``()`` for a ``(C,)`` input); ``"mean"`` and ``"sum"``: a scalar. The
+      dtype is torch's: the promoted floating dtype of ``input``, ``weight`` and
+      probability targets (bf16 in, bf16 out).
 
     Raises:
-      TypeError: ``target`` of the wrong kind (float where indices are expected).
-      ValueError: shapes that do not fit, an unknown ``reduction``,
-        ``label_smoothing`` outside [0, 1], ``ignore_index`` with probability
-        targets, or (when the arrays are concrete) a class index out of range.
+      TypeError: ``input`` not floating; ``target`` of the wrong kind (floating
+        where class indices are expected, integer where probabilities are);
+        ``weight`` not floating; ``ignore_index`` not an int.
+      ValueError: a ``target`` or ``weight`` shape that does not fit ``input``, an
+        unknown ``reduction``, ``label_smoothing`` outside [0, 1], ``ignore_index``
+        set with probability targets, or (concrete arrays only) a class index out
+        of range.
 
     Example:
       >>> import jax.numpy as jnp, jaxloss
       >>> logits = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
-      >>> round(float(jaxloss.cross_entropy(logits, jnp.array([0, 2]))), 4)
+      >>> print(f"{jaxloss.cross_entropy(logits, jnp.array([0, 2])):.4f}")
       0.1755
-      >>> round(float(jaxloss.cross_entropy(logits, jnp.array([0, -100]))), 4)
+      >>> print(f"{jaxloss.cross_entropy(logits, jnp.array([0, -100])):.4f}")
       0.2413
+      >>> per_sample = jaxloss.cross_entropy(logits, jnp.array([0, 2]), reduction="none")
+      >>> print([f"{v:.4f}" for v in per_sample])
+      ['0.2413', '0.1096']
+      >>> w = jnp.array([1.0, 2.0, 0.5])
+      >>> print(f"{jaxloss.cross_entropy(logits, jnp.array([0, 2]), weight=w, label_smoothing=0.1):.4f}")
+      0.4938
+      >>> probs = jnp.array([[0.8, 0.2, 0.0], [0.0, 0.5, 0.5]])
+      >>> print(f"{jaxloss.cross_entropy(logits, probs):.4f}")
+      1.0255
 
     .. note::
-       Inside ``jax.jit`` values cannot raise: an out-of-range class index makes
-       the result NaN (never a silently wrong number). Wrap the call in
-       ``jax.experimental.checkify.checkify`` to get the error instead.
+       Out-of-range class indices: on concrete arrays jaxloss raises
+       ``ValueError`` (torch raises ``IndexError``). Inside ``jax.jit`` values
+       cannot raise: the affected loss entries (and so the mean and sum) are NaN,
+       never a silently wrong number. To get the error inside ``jit``, use
+       ``jax.experimental.checkify.checkify(jax.jit(jaxloss.cross_entropy))``.
 
     .. note::
-       torch ignores ``ignore_index`` when the targets are probabilities; jaxloss
-       raises ``ValueError`` if it is set to anything but the default. torch
-       requires ``weight`` to have the input's dtype; jaxloss promotes them.
-       ``weight`` is differentiable here (torch implements no gradient for it
-       with class-index targets).
+       Deliberate differences from torch: jaxloss accepts class indices of any
+       integer dtype (torch only int64 and uint8); promotes mixed floating dtypes
+       of ``input``, ``weight`` and probability targets (torch's kernel refuses
+       them); rejects a negative ``label_smoothing`` (torch silently accepts it);
+       and differentiates ``weight`` for class-index targets as well (torch
+       implements no gradient there).
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)
@@ -313,38 +348,58 @@ def nll_loss(
 ) -> jax.Array:
     r"""Negative log-likelihood of class indices under log-probabilities.
 
-    Equals ``torch.nn.functional.nll_loss`` (2.13) in value and gradient.
+    Equals ``torch.nn.functional.nll_loss`` (torch 2.13) in value and in the
+    gradient with respect to ``input``. Per sample :math:`n` (a position in
+    ``(N, d_1, ..., d_K)``):
 
     .. math::
-        \ell_n = -w_{y_n} x_{n, y_n}, \qquad \ell_n = 0 \text{ where } y_n = \text{ignore\_index}.
+        \ell_n = -w_{y_n}\, x_{n, y_n}, \qquad \ell_n = 0 \text{ where } y_n = \text{ignore\_index},
 
-    ``"mean"`` divides :math:`\sum_n \ell_n` by :math:`\sum_n w_{y_n}` over the
-    targets that are not ignored (NaN if all are ignored, with a zero gradient).
-    ``nll_loss(log_softmax(x), y) == cross_entropy(x, y)``.
+    with :math:`w \equiv 1` without ``weight``. Reductions:
+
+    .. math::
+        \text{none: } (\ell_n)_n, \qquad \text{sum: } \sum_n \ell_n, \qquad
+        \text{mean: } \frac{\sum_n \ell_n}{\sum_{n:\, y_n \ne \text{ignore\_index}} w_{y_n}};
+
+    if every target is ignored the mean is NaN (0/0), the sum is 0 and the
+    gradient is zero. ``nll_loss(log_softmax(x), y)`` equals
+    ``cross_entropy(x, y)``.
 
     Args:
-      input: log-probabilities of shape ``(C,)``, ``(N, C)`` or
-        ``(N, C, d_1, ..., d_K)``.
+      input: log-probabilities (any real numbers are accepted, as in torch) of
+        shape ``(C,)``, ``(N, C)`` or ``(N, C, d_1, ..., d_K)``; floating.
       target: class indices of shape ``()``, ``(N,)`` or ``(N, d_1, ..., d_K)``,
-        any integer dtype.
-      weight: optional class weights of shape ``(C,)``.
-      ignore_index: a target value that contributes nothing.
+        of any integer dtype, each in ``[0, C)`` or equal to ``ignore_index``.
+      weight: optional class weights of shape ``(C,)``, floating.
+      ignore_index: a target value that contributes nothing (any int).
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
-      ``"none"``: per-sample losses shaped like ``target``; otherwise a scalar,
-      in the promoted floating dtype of ``input`` and ``weight``.
+      ``"none"``: per-sample losses shaped like ``target``; ``"mean"`` and
+      ``"sum"``: a scalar; in the promoted floating dtype of ``input`` and
+      ``weight`` (bf16 in, bf16 out).
+
+    Raises:
+      TypeError: ``input``/``weight`` not floating, ``target`` not integer,
+        ``ignore_index`` not an int.
+      ValueError: a ``target`` or ``weight`` shape that does not fit ``input``, an
+        unknown ``reduction``, or (concrete arrays only) a class index out of range.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxloss
       >>> logp = jax.nn.log_softmax(jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]]))
-      >>> round(float(jaxloss.nll_loss(logp, jnp.array([0, 2]))), 4)
+      >>> print(f"{jaxloss.nll_loss(logp, jnp.array([0, 2])):.4f}")
       0.1755
+      >>> print(f"{jaxloss.nll_loss(logp, jnp.array([0, 2]), weight=jnp.array([1.0, 2.0, 0.5])):.4f}")
+      0.1974
 
     .. note::
-       Out-of-range class indices raise ``ValueError`` on concrete arrays and make
-       the result NaN inside ``jax.jit`` (use ``checkify`` to get the error).
-       ``weight`` is differentiable here; torch implements no gradient for it.
+       Out-of-range class indices raise ``ValueError`` on concrete arrays (torch
+       raises ``IndexError``) and make the affected entries NaN inside
+       ``jax.jit``; ``checkify.checkify`` reports them as errors. Deliberate
+       differences from torch: any integer dtype for ``target`` (torch: int64 and
+       uint8), mixed floating dtypes are promoted, and ``weight`` is
+       differentiable (torch implements no gradient for it).
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)
