@@ -60,9 +60,15 @@ def _check_indices_in_range(target, num_classes: int, ignore_index: int) -> None
     )
 
 
+def _row_max(x: jax.Array, ax: int) -> jax.Array:
+    """The row max in the compute dtype (taken in ``x``'s own dtype, where it is exact); 0 if not finite."""
+    m = jnp.max(x, axis=ax, keepdims=True).astype(compute_dtype(x.dtype))
+    return jnp.where(jnp.isfinite(m), m, 0)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _log_normaliser(x: jax.Array, ax: int) -> tuple[jax.Array, jax.Array]:
-    """(m, s) with logsumexp(x) = m + s along ``ax`` (kept dims), m the row max.
+    """(m, s) with logsumexp(x) = m + s along ``ax`` (kept dims, compute dtype), m the row max.
 
     Every loss below uses ``m`` only in combinations that are exactly
     independent of its value (``(m - x_c) + s``), so ``m`` carries a zero
@@ -71,31 +77,35 @@ def _log_normaliser(x: jax.Array, ax: int) -> tuple[jax.Array, jax.Array]:
     full precision for huge logits.
 
     The rule is a ``custom_jvp`` rather than autodiff of ``log(sum(exp))``: its
-    transpose is the element-wise ``p * g``, so reverse mode needs no saved
-    ``exp(x - m)`` buffer and XLA fuses the whole backward pass into one sweep
-    over the logits; forward mode and higher orders work because the rule is
-    itself differentiable.
+    tangent is linear in ``dx`` with the transpose ``p * g`` (element-wise), so
+    under ``jit`` XLA computes the whole input gradient in one fused sweep over
+    the logits, with no scatter. Forward mode and higher orders work because the
+    rule is itself differentiable.
     """
-    m = jnp.max(x, axis=ax, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0)
-    s = jnp.log(jnp.sum(jnp.exp(x - m), axis=ax, keepdims=True))
+    m = _row_max(x, ax)
+    s = jnp.log(jnp.sum(jnp.exp(x.astype(m.dtype) - m), axis=ax, keepdims=True))
     return m, s
 
 
 @_log_normaliser.defjvp
 def _log_normaliser_jvp(ax, primals, tangents):
     (x,), (dx,) = primals, tangents
-    # The primal is recomputed here (not by calling _log_normaliser) so that
-    # exp(x - m) is computed once and shared by s and the softmax p, as XLA
-    # would do for plain autodiff; m is stopped so that differentiating this
+    # The primal is recomputed here (not by calling _log_normaliser) so that the
+    # softmax can share exp(x - m) with s. m is stopped so that differentiating this
     # rule again (second order) sees the same zero tangent for m.
-    m = jax.lax.stop_gradient(jnp.max(x, axis=ax, keepdims=True))
-    m = jnp.where(jnp.isfinite(m), m, 0)
-    e = jnp.exp(x - m)
+    m = jax.lax.stop_gradient(_row_max(x, ax))
+    xc = x.astype(m.dtype)
+    e = jnp.exp(xc - m)
     z = jnp.sum(e, axis=ax, keepdims=True)
     s = jnp.log(z)
-    p = e / z
-    return (m, s), (jnp.zeros_like(m), jnp.sum(p * dx, axis=ax, keepdims=True))
+    if xc.dtype == x.dtype:
+        # XLA keeps exp(x - m) for the backward and writes the gradient into it in place.
+        p = e / z
+    else:
+        # A narrower input (bf16/f16): recompute exp in the backward sweep rather than
+        # keep an (N, C) float32 buffer alive.
+        p = jnp.exp((xc - m) - s)
+    return (m, s), (jnp.zeros_like(m), jnp.sum(p * dx.astype(m.dtype), axis=ax, keepdims=True))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -121,42 +131,60 @@ def _class_weight_view(weight: jax.Array, ndim: int, ax: int) -> jax.Array:
     return weight.reshape((-1,) + (1,) * (ndim - ax - 1))
 
 
+def _smoothing_sum(x, m, s, picked, weight, ax):
+    """:math:`\\sum_c w_c (-\\log p_c)` per sample (:math:`w \\equiv 1` without weight).
+
+    It equals :math:`W (m + s - r) - \\sum_c w_c (x_c - r)`, :math:`W = \\sum_c w_c`,
+    for any per-row shift :math:`r`. The shift and the way of summing are chosen
+    so that XLA reads the logits without materialising another ``(N, C)`` buffer
+    (measured on CPU, see issue 6):
+
+    - float32/64 input: :math:`r` is the picked logit (when finite), which keeps
+      the sum precise for huge, close logits; the plain sum reads ``x`` directly,
+      the weighted one is a mat-vec (a broadcast weight would be materialised).
+    - bf16/f16 input: :math:`r = m`, so the float32 ``x - m`` that the normaliser
+      materialises is reused.
+
+    :math:`r` carries no gradient: its terms cancel exactly.
+    """
+    cdt = m.dtype
+    narrow = x.dtype != cdt
+    xc = x.astype(cdt)
+    r = m if narrow else jax.lax.stop_gradient(jnp.where(jnp.isfinite(picked), picked, m))
+    shifted = xc - jnp.expand_dims(r, ax)
+    class_last = ax == x.ndim - 1
+    if weight is None:
+        return x.shape[ax] * ((m - r) + s) - jnp.sum(shifted, axis=ax)
+    wc = weight.astype(cdt)
+    total = jnp.sum(wc)
+    if class_last and not narrow:
+        # The shift is applied after the sum here; the huge, close logit fixtures
+        # confirm float32 parity.
+        wsum = jnp.matmul(xc, wc, precision=jax.lax.Precision.HIGHEST) - r * total
+    elif class_last:
+        wsum = jnp.matmul(shifted, wc, precision=jax.lax.Precision.HIGHEST)
+    else:
+        wsum = jnp.sum(_class_weight_view(wc, x.ndim, ax) * shifted, axis=ax)
+    return total * ((m - r) + s) - wsum
+
+
 @functools.partial(jax.jit, static_argnames=("ignore_index", "reduction", "out_dtype"))
 def _cross_entropy_indices(x, target, weight, label_smoothing, *, ignore_index, reduction, out_dtype):
     ax = _class_axis(x)
     C = x.shape[ax]
-    x = x.astype(compute_dtype(x.dtype))
-    m, s = _log_normaliser(x, ax)
+    m, s = _log_normaliser(x, ax)  # from x in its own dtype: no float32 copy of x is kept
+    m, s = m.squeeze(ax), s.squeeze(ax)
     active = target != ignore_index
     in_range = (target >= 0) & (target < C)
     safe = jnp.where(active & in_range, target, 0)
-    m, s = m.squeeze(ax), s.squeeze(ax)
-    picked = _pick(x, safe, ax)
+    picked = _pick(x, safe, ax).astype(m.dtype)
     nll = (m - picked) + s  # -log p[target], precise for huge logits
-    w_t = jnp.ones_like(nll) if weight is None else weight.astype(x.dtype)[safe]
+    w_t = jnp.ones_like(nll) if weight is None else weight.astype(m.dtype)[safe]
     w_t = jnp.where(active, w_t, 0)
     loss = w_t * nll
     if label_smoothing is not None:
-        eps = jnp.asarray(label_smoothing, x.dtype)
-        # sum_c w_c (-log p_c) = W (m + s - r) - sum_c w_c (x_c - r), W = sum_c w_c, for any
-        # per-row shift r. r = the picked logit (when finite) keeps the sum precise for
-        # huge, close logits, and the sum reads x directly, so XLA needs no extra (N, C)
-        # buffer. r carries no gradient: its terms cancel exactly.
-        r = jax.lax.stop_gradient(jnp.where(jnp.isfinite(picked), picked, m))
-        shifted = x - jnp.expand_dims(r, ax)
-        if weight is None:
-            smooth = C * ((m - r) + s) - jnp.sum(shifted, axis=ax)
-        else:
-            wc = weight.astype(x.dtype)
-            if ax == x.ndim - 1:
-                # A mat-vec reads x once (a broadcast weight would be materialised on CPU).
-                # Its shift by r happens after the sum; the huge-close-logit fixtures
-                # confirm float32 parity.
-                wsum = jnp.matmul(x, wc, precision=jax.lax.Precision.HIGHEST) - r * jnp.sum(wc)
-            else:
-                wsum = jnp.sum(_class_weight_view(wc, x.ndim, ax) * shifted, axis=ax)
-            smooth = jnp.sum(wc) * ((m - r) + s) - wsum
-        loss = (1 - eps) * loss + (eps / C) * smooth
+        eps = jnp.asarray(label_smoothing, m.dtype)
+        loss = (1 - eps) * loss + (eps / C) * _smoothing_sum(x, m, s, picked, weight, ax)
     V.debug_check(jnp.all(in_range | ~active), f"target: class index out of range [0, {C}) (and not ignore_index)")
     # Ignored entries are selected away (not multiplied by a zero weight), so they get
     # exactly-zero gradients even when "mean" divides by a zero total weight.

@@ -133,8 +133,14 @@ def test_vmap_of_k_dimensional_losses():
 # Gradients.
 
 
-@pytest.mark.parametrize("opts", CLASS_OPTIONS)
-@pytest.mark.parametrize("extra", [(), (3,)], ids=["2d", "kdim"])
+@pytest.mark.parametrize(
+    "opts,extra",
+    [
+        pytest.param({}, (), id="2d-plain"),
+        pytest.param({"weight": True, "ignore": True, "label_smoothing": 0.2}, (), id="2d-all"),
+        pytest.param({"weight": True, "ignore": True, "label_smoothing": 0.2}, (3,), id="kdim-all"),
+    ],
+)
 def test_check_grads_class_indices(opts, extra):
     # Includes the gradient w.r.t. weight, which torch does not implement for class indices.
     x, t, w, _ = _data(5, n=4, c=4, extra=extra, dtype=np.float64)
@@ -191,20 +197,25 @@ def test_jvp_and_hessian_vector_product_match_reference(opts):
         f = lambda x: L.cross_entropy(x, t, weight=wt, label_smoothing=eps)  # noqa: E731
         ref = lambda x: _reference_ce(x, t, wt, label_smoothing=eps)  # noqa: E731
         v = jnp.asarray(np.random.default_rng(11).standard_normal(x.shape))
-        val, tan = jax.jvp(f, (x,), (v,))
-        # Central finite difference of the value (second-order accurate).
-        h = 1e-6
-        fd = (f(x + h * v) - f(x - h * v)) / (2 * h)
+
+        @jax.jit
+        def derivatives(x, v):
+            h = 1e-6
+            tan = jax.jvp(f, (x,), (v,))[1]
+            fd = (f(x + h * v) - f(x - h * v)) / (2 * h)  # central difference, O(h^2)
+            ref_tan = jax.jvp(ref, (x,), (v,))[1]
+            # Hessian-vector products: forward-over-reverse and reverse-over-forward.
+            hvp = jax.jvp(jax.grad(f), (x,), (v,))[1]
+            hvp_ref = jax.jvp(jax.grad(ref), (x,), (v,))[1]
+            rof = jax.grad(lambda x: jax.jvp(f, (x,), (v,))[1])(x)
+            gfd = (jax.grad(f)(x + h * v) - jax.grad(f)(x - h * v)) / (2 * h)
+            return tan, fd, ref_tan, hvp, hvp_ref, rof, gfd
+
+        tan, fd, ref_tan, hvp, hvp_ref, rof, gfd = derivatives(x, v)
         np.testing.assert_allclose(tan, fd, rtol=1e-6)
-        _, ref_tan = jax.jvp(ref, (x,), (v,))
         np.testing.assert_allclose(tan, ref_tan, rtol=1e-10)
-        # Hessian-vector products: forward-over-reverse and reverse-over-forward.
-        hvp = jax.jvp(jax.grad(f), (x,), (v,))[1]
-        hvp_ref = jax.jvp(jax.grad(ref), (x,), (v,))[1]
         np.testing.assert_allclose(hvp, hvp_ref, rtol=1e-9, atol=1e-12)
-        rof = jax.grad(lambda x: jax.jvp(f, (x,), (v,))[1])(x)
         np.testing.assert_allclose(rof, hvp_ref, rtol=1e-9, atol=1e-12)
-        gfd = (jax.grad(f)(x + h * v) - jax.grad(f)(x - h * v)) / (2 * h)
         np.testing.assert_allclose(hvp, gfd, rtol=1e-5, atol=1e-8)
 
 
@@ -213,12 +224,21 @@ def test_hessian_and_jacfwd_match_reference():
         x, t, w, p = _data(12, n=3, c=4, dtype=np.float64)
         f = lambda x: L.cross_entropy(x, t, weight=w, label_smoothing=0.1)  # noqa: E731
         ref = lambda x: _reference_ce(x, t, w, label_smoothing=0.1)  # noqa: E731
-        np.testing.assert_allclose(jax.hessian(f)(x), jax.hessian(ref)(x), rtol=1e-9, atol=1e-12)
         none = lambda x: L.cross_entropy(x, t, reduction="none")  # noqa: E731
-        np.testing.assert_allclose(jax.jacfwd(none)(x), jax.jacrev(none)(x), rtol=1e-12, atol=1e-14)
         probs = lambda x: L.cross_entropy(x, p)  # noqa: E731
         logp_ref = lambda x: -jnp.sum(p * jax.nn.log_softmax(x), axis=1).mean()  # noqa: E731
-        np.testing.assert_allclose(jax.hessian(probs)(x), jax.hessian(logp_ref)(x), rtol=1e-9, atol=1e-12)
+
+        @jax.jit
+        def all_of_them(x):
+            return (
+                jax.hessian(f)(x), jax.hessian(ref)(x), jax.jacfwd(none)(x), jax.jacrev(none)(x),
+                jax.hessian(probs)(x), jax.hessian(logp_ref)(x),
+            )
+
+        h, h_ref, jf, jr, hp, hp_ref = all_of_them(x)
+        np.testing.assert_allclose(h, h_ref, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(jf, jr, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(hp, hp_ref, rtol=1e-9, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------
@@ -239,7 +259,7 @@ def test_masked_entries_get_exactly_zero_gradients(fn, opts):
         kw["label_smoothing"] = opts["label_smoothing"]
     f = getattr(L, fn)
     for reduction in REDUCTIONS:
-        g = jax.grad(lambda x: f(x, t, reduction=reduction, **kw).sum())(x)
+        g = jax.jit(jax.grad(lambda x: f(x, t, reduction=reduction, **kw).sum()))(x)
         assert bool(jnp.all(jnp.isfinite(g))), reduction
         assert np.array_equal(np.asarray(g[1]), np.zeros_like(g[1])), reduction
         assert np.array_equal(np.asarray(g[4, :, 0]), np.zeros(5, np.float32)), reduction
@@ -296,7 +316,7 @@ def test_low_precision_inputs(low):
     ]
     for fn, args, expected in cases:
         _checks.assert_low_precision(fn, args, expected)
-        g = jax.grad(lambda *a: fn(*a).astype(jnp.float32))(*args)
+        g = jax.jit(jax.grad(lambda *a: fn(*a).astype(jnp.float32)))(*args)
         assert g.dtype == args[0].dtype and bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
 
 
