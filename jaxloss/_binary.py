@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
@@ -44,17 +45,24 @@ def _bce_terms(p: jax.Array, t: jax.Array) -> jax.Array:
     return (t - 1) * jnp.maximum(jnp.log1p(-p), _BCE_LOG_FLOOR) - t * jnp.maximum(jnp.log(p), _BCE_LOG_FLOOR)
 
 
-@_bce_terms.defjvp
 def _bce_terms_jvp(primals, tangents):
     # torch's backward: d/dp = (p - t) / max((1 - p) p, 1e-12), finite at p in {0, 1}
     # where the clamped logs have no useful derivative; d/dt = -logit(p) (+-inf at p in {0, 1},
     # as in torch). Written with jnp ops so that it is itself differentiable (second order).
+    # Symbolic zeros: an argument that is not differentiated (usually the target) adds
+    # nothing, rather than inf * 0 = NaN at p in {0, 1}.
     p, t = primals
     p_dot, t_dot = tangents
     out = _bce_terms(p, t)
-    d_p = (p - t) / jnp.maximum((1 - p) * p, _BCE_GRAD_EPS)
-    d_t = jnp.log1p(-p) - jnp.log(p)
-    return out, d_p * p_dot + d_t * t_dot
+    tangent = jnp.zeros_like(out)
+    if not isinstance(p_dot, SymbolicZero):
+        tangent = tangent + (p - t) / jnp.maximum((1 - p) * p, _BCE_GRAD_EPS) * p_dot
+    if not isinstance(t_dot, SymbolicZero):
+        tangent = tangent + (jnp.log1p(-p) - jnp.log(p)) * t_dot
+    return out, tangent
+
+
+_bce_terms.defjvp(_bce_terms_jvp, symbolic_zeros=True)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "out_dtype"))
