@@ -72,9 +72,10 @@ def _binary_cross_entropy(p, t, weight, *, reduction, out_dtype):
     t = t.astype(cdt)
     ok = (p >= 0) & (p <= 1) & (t >= 0) & (t <= 1)
     V.debug_check(jnp.all(ok), "input and target: all elements should be between 0 and 1")
-    loss = _bce_terms(jnp.where(ok, p, 0.5), jnp.where(ok, t, 0.5))
+    loss = _bce_terms(p, t)
     if weight is not None:
         loss = loss * weight.astype(cdt)
+    # Out of [0, 1] (only possible under jit): NaN, never a finite number.
     loss = jnp.where(ok, loss, jnp.nan)
     return reduce(loss, reduction, dtype=out_dtype)
 

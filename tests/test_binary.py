@@ -187,6 +187,8 @@ def test_probabilities_outside_0_1_are_nan_under_jit_and_caught_by_checkify():
     out = np.asarray(out)
     assert np.isnan(out[1]) and np.all(np.isfinite(out[[0, 2]]))
     assert np.isnan(jax.jit(BCE)(bad, t))
+    assert np.isnan(jax.jit(BCE)(p.at[0].set(-0.2), t))
+    assert np.isnan(jax.jit(BCE)(p, t.at[2].set(2.0)))  # finite formula, but torch refuses: NaN
     err, _ = checkify.checkify(jax.jit(BCE))(bad, t)
     with pytest.raises(checkify.JaxRuntimeError, match="between 0 and 1"):
         err.throw()
