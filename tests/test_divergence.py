@@ -145,14 +145,22 @@ def test_vmap_over_batch_equals_reduction_none():
 
 
 def test_check_grads_float64_second_order():
+    # One check_grads call over the sum of every configuration (each call compiles many
+    # derivative programs); an error in any term changes the sum's derivatives.
     x, t, counts, var = _data((3, 4), seed=1)
-    _checks.assert_grads_float64(lambda x, t: KL(x, t, reduction="batchmean"), (x, t), order=2)
-    _checks.assert_grads_float64(lambda x, t: KL(x, t, reduction="sum", log_target=True), (x, jnp.log(t)), order=2)
-    # Stirling's term is smooth away from t = 1; these counts are >= 2.
-    _checks.assert_grads_float64(lambda x, c: POISSON(x, c, full=True), (x, counts), order=2)
-    _checks.assert_grads_float64(lambda r, c: POISSON(r, c, log_input=False, full=True), (jnp.exp(x) + 0.5, counts), order=2)
-    _checks.assert_grads_float64(lambda x, t, v: GAUSS(x, t, v, full=True), (x, t, var), order=2)
-    _checks.assert_grads_float64(lambda x, t, v: GAUSS(x, t, v, reduction="sum"), (x, t, var[:, :1]), order=2)
+
+    def total(x, t, log_t, c, rate, v, v_col):
+        return (
+            KL(x, t, reduction="batchmean")
+            + KL(x, log_t, reduction="sum", log_target=True)
+            # Stirling's term is smooth away from t = 1; these counts are >= 2.
+            + POISSON(x, c, full=True)
+            + POISSON(rate, c, log_input=False, full=True)
+            + GAUSS(x, t, v, full=True)
+            + GAUSS(x, t, v_col, reduction="sum")
+        )
+
+    _checks.assert_grads_float64(total, (x, t, jnp.log(t), counts, jnp.exp(x) + 0.5, var, var[:, :1]), order=2)
 
 
 # ------------------------------------------------------------------ dtypes, traced hyper-parameters, shapes
