@@ -217,8 +217,9 @@ def margin_ranking_loss(
     check_reduction(reduction)
     _check_margin(margin)
     if not input1.ndim == input2.ndim == target.ndim:
+        odd = "input2" if input2.ndim != input1.ndim else "target"
         raise ValueError(
-            "target: input1, input2 and target must have the same number of dimensions, got shapes "
+            f"{odd}: input1, input2 and target must have the same number of dimensions, got shapes "
             f"input1 {tuple(input1.shape)}, input2 {tuple(input2.shape)}, target {tuple(target.shape)}"
         )
     _broadcast_shape(("input1", "input2", "target"), (input1, input2, target))
