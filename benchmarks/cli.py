@@ -218,6 +218,26 @@ def add_ratios(results: list[dict[str, Any]], baselines: dict[int, Any]) -> None
             r["ratios"] = ratios
 
 
+def value_mismatches(results: list[dict[str, Any]], rtol: float = 1e-3, rtol_low: float = 2e-2) -> list[dict[str, Any]]:
+    """Groups whose implementations returned different loss values (relative to jaxloss's
+    value; ``rtol_low`` for bfloat16/float16 variants). Empty when the comparisons are
+    like for like."""
+    by_group: dict[tuple, dict[str, float]] = {}
+    for r in results:
+        if r.get("value") is not None:
+            by_group.setdefault(_group(r), {})[r["impl"]] = r["value"]
+    out = []
+    for (loss, variant, mode, size), values in by_group.items():
+        ref = values.get("jaxloss")
+        if ref is None:
+            continue
+        tol = rtol_low if ("bfloat16" in variant or "float16" in variant) else rtol
+        bad = {k: v for k, v in values.items() if not abs(v - ref) <= tol * abs(ref) + 1e-6}
+        if bad:
+            out.append({"loss": loss, "variant": variant, "mode": mode, "size": dict(size), "values": values})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     only = None
@@ -273,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     harness.release_data()
     add_ratios(results, baselines)
+    mismatches = value_mismatches(results)
     elapsed = time.perf_counter() - t_start
 
     out_dir = args.out
@@ -299,12 +320,15 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "skipped": skipped,
         "errors": errors,
+        "mismatches": mismatches,
         "plots": [str(p) for p in plots],
     }
     report.write_json(doc, json_path)
     print(report.format_table(results, env, repeats=repeats, quick=args.quick))
     for s in skipped:
         print(f"skipped {s['suite']}/{s['loss']}: {s['reason']}")
+    for m in mismatches:
+        print(f"WARNING: implementations disagree for {m['loss']}[{m['variant']}] {m['mode']} {m['size']}: {m['values']}")
     for e in errors:
         print(f"ERROR {e['key']}: {e['error']}", file=sys.stderr)
     print(f"{len(results)} cases in {elapsed:.1f} s; JSON: {json_path}")

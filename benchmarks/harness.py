@@ -63,8 +63,25 @@ def _block(x):
     return jax.block_until_ready(x) if not hasattr(x, "detach") else x
 
 
+def _scalar(out) -> float | None:
+    """The loss value in a case's output (the first leaf, when it is a single number)."""
+    while isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    if hasattr(out, "detach"):
+        out = out.detach().float().cpu().numpy()
+    try:
+        import numpy as np
+
+        a = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return float(a) if a.size == 1 else None
+
+
 def measure(case: BenchCase, *, repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
-    """Time ``case``: compile seconds, median/min run seconds over ``repeats``."""
+    """Time ``case``: compile seconds, median/min run seconds over ``repeats``; also
+    records the loss ``value`` the last call returned (so runs show that the compared
+    implementations compute the same number)."""
     result: dict[str, Any] = {
         "loss": case.loss,
         "variant": case.variant,
@@ -81,8 +98,9 @@ def measure(case: BenchCase, *, repeats: int = 5, warmup: int = 1) -> dict[str, 
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        _block(case.run())
+        out = _block(case.run())
         times.append(time.perf_counter() - t0)
+    result["value"] = _scalar(out)
     result["median_s"] = statistics.median(times)
     result["min_s"] = min(times)
     result["repeats"] = repeats
@@ -173,6 +191,15 @@ def torch_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def torch_functional():
+    """``torch.nn.functional``, or ``None`` when torch is not installed (or ``--no-torch``)."""
+    if not torch_available():
+        return None
+    import torch.nn.functional as F
+
+    return F
 
 
 def pick_sizes(sizes: list[dict[str, Any]] | None, defaults: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ def _ce_class_cases(ce, size, *, variants, modes, dtype="float32"):
     import jax
     import optax
 
-    F = _torch_functional()
+    F = H.torch_functional()
     N, V = size["N"], size["V"]
     np_dtype = np.float32 if dtype == "float32" else "bfloat16"
     data = H.cached_data(("ce-class", N, V, dtype), lambda: _class_data(N, V, np_dtype))
@@ -73,7 +73,7 @@ def _ce_class_cases(ce, size, *, variants, modes, dtype="float32"):
     for variant in variants:
         if variant == "":
             jl = lambda x, y, yi, w: ce(x, y)  # noqa: E731
-            ox = lambda x, y, yi, w: optax.softmax_cross_entropy_with_integer_labels(x, y).mean()  # noqa: E731
+            ox = lambda x, y, yi, w: optax.losses.softmax_cross_entropy_with_integer_labels(x, y).mean()  # noqa: E731
             th = lambda x, y, yi, w: F.cross_entropy(x, y)  # noqa: E731
         elif variant == "weight":
             jl = lambda x, y, yi, w: ce(x, y, weight=w)  # noqa: E731
@@ -88,7 +88,7 @@ def _ce_class_cases(ce, size, *, variants, modes, dtype="float32"):
 
             def ox(x, y, yi, w):
                 onehot = jax.nn.one_hot(y, x.shape[-1], dtype=x.dtype)
-                return optax.softmax_cross_entropy(x, optax.smooth_labels(onehot, SMOOTHING)).mean()
+                return optax.losses.softmax_cross_entropy(x, optax.losses.smooth_labels(onehot, SMOOTHING)).mean()
 
             th = lambda x, y, yi, w: F.cross_entropy(x, y, label_smoothing=SMOOTHING)  # noqa: E731
         elif variant == "all_options":
@@ -103,20 +103,12 @@ def _ce_class_cases(ce, size, *, variants, modes, dtype="float32"):
     return out
 
 
-def _torch_functional():
-    if not H.torch_available():
-        return None
-    import torch.nn.functional as F
-
-    return F
-
-
 def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
     import optax
 
     ce = H.jaxloss_loss("cross_entropy")
     nll = H.jaxloss_loss("nll_loss")
-    F = _torch_functional()
+    F = H.torch_functional()
     if sizes:
         sweep = H.pick_sizes(sizes, [HEADLINE])
         headline = small = sweep[-1]
@@ -143,7 +135,7 @@ def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
             small,
             probs,
             jaxloss=lambda x, t: ce(x, t),
-            optax=lambda x, t: optax.softmax_cross_entropy(x, t).mean(),
+            optax=lambda x, t: optax.losses.softmax_cross_entropy(x, t).mean(),
             torch=(lambda x, t: F.cross_entropy(x, t)) if F else None,
             variant="prob_targets",
             modes=variant_modes,
@@ -156,7 +148,7 @@ def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
                 seg,
                 segd,
                 jaxloss=lambda x, y: ce(x, y),
-                optax=lambda x, y: optax.softmax_cross_entropy_with_integer_labels(x, y, axis=1).mean(),
+                optax=lambda x, y: optax.losses.softmax_cross_entropy_with_integer_labels(x, y, axis=1).mean(),
                 torch=(lambda x, y: F.cross_entropy(x, y)) if F else None,
                 variant="segmentation",
                 modes=H.MODES,

@@ -1,0 +1,166 @@
+"""``python -m benchmarks``: the CLI runs, writes the JSON schema and the plots, and its
+options select what they say; every suite's implementations compute the same number.
+
+Tiny sizes only, and nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import cli, harness, suites
+
+# A size every suite understands (each suite keeps the keys it uses).
+TINY = {"N": 8, "V": 16, "C": 6, "D": 5, "C_ml": 4, "H": 4, "W": 4}
+RESULT_KEYS = {"loss", "variant", "impl", "mode", "size", "suite", "median_s", "min_s", "repeats", "value"}
+
+
+def _run(tmp_path, *args):
+    json_path = tmp_path / "out.json"
+    rc = cli.main(["--quick", "--repeats", "1", "--warmup", "0", "--no-progress", "--out", str(tmp_path), "--json", str(json_path), *args])
+    doc = json.loads(json_path.read_text())
+    return rc, doc
+
+
+def _sizes(doc, loss):
+    return {tuple(sorted(r["size"].items())) for r in doc["results"] if r["loss"] == loss}
+
+
+@pytest.fixture(scope="module")
+def ce_run(tmp_path_factory):
+    """One tiny run of the cross_entropy suite at two sizes (shared by the schema tests)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    rc, doc = _run(tmp, "--only", "cross_entropy", "--sizes", "N=8,V=16", "N=16,V=16")
+    return tmp, rc, doc
+
+
+def test_json_schema(ce_run):
+    _, rc, doc = ce_run
+    assert rc == 0, doc["errors"]
+    assert doc["schema_version"] == cli.SCHEMA_VERSION
+    assert doc["options"]["quick"] is True and doc["options"]["repeats"] == 1
+    env = doc["environment"]
+    for key in ("device", "platform", "device_kind", "cpu", "cpu_count", "versions"):
+        assert key in env, key
+    for lib in ("jax", "jaxlib", "optax", "numpy", "jaxloss"):
+        assert env["versions"][lib], lib
+    assert doc["errors"] == []
+    assert doc["mismatches"] == []  # jaxloss, optax and torch returned the same loss values
+    assert doc["results"], "no results"
+    for r in doc["results"]:
+        assert RESULT_KEYS <= set(r), RESULT_KEYS - set(r)
+        assert r["mode"] in ("value", "value_and_grad")
+        assert r["median_s"] > 0 and r["min_s"] <= r["median_s"]
+        if r["impl"] in ("jaxloss", "optax"):
+            assert r["compile_s"] > 0
+            assert isinstance(r["temp_bytes"], int) and r["temp_bytes"] >= 0
+    plain = [r for r in doc["results"] if r["loss"] == "cross_entropy" and r["impl"] == "jaxloss" and not r["variant"]]
+    assert {r["mode"] for r in plain} == {"value", "value_and_grad"}
+    for r in plain:
+        assert math.isclose(r["ratios"]["optax"], r["median_s"] / _median(doc, r, "optax"))
+    smoothed = [r for r in doc["results"] if r["impl"] == "jaxloss" and r["variant"].startswith("label_smoothing")]
+    assert smoothed and all("plain" in r["ratios"] and "optax" in r["ratios"] for r in smoothed)
+    if harness.torch_available():
+        assert env["versions"]["torch"]
+        assert all("torch" in r["ratios"] for r in plain)
+
+
+def _median(doc, r, impl):
+    (other,) = [
+        o
+        for o in doc["results"]
+        if (o["loss"], o["variant"], o["mode"], o["size"], o["impl"]) == (r["loss"], r["variant"], r["mode"], r["size"], impl)
+    ]
+    return other["median_s"]
+
+
+def test_only_and_sizes_select(ce_run):
+    _, _, doc = ce_run
+    assert {r["loss"] for r in doc["results"]} == {"cross_entropy", "nll_loss"}
+    assert {r["suite"] for r in doc["results"]} == {"cross_entropy"}
+    assert _sizes(doc, "cross_entropy") == {(("N", 8), ("V", 16)), (("N", 16), ("V", 16))}
+    assert doc["options"]["sizes"] == [{"N": 8, "V": 16}, {"N": 16, "V": 16}]
+
+
+def test_plots_written(ce_run):
+    tmp, _, doc = ce_run
+    png = tmp / "cross_entropy_time_vs_N.png"
+    assert str(png) in doc["plots"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # V does not vary in this run: no V plot
+    assert not (tmp / "cross_entropy_time_vs_V.png").exists()
+
+
+def test_only_a_loss_no_torch_no_plots(tmp_path):
+    rc, doc = _run(tmp_path, "--only", "nll_loss", "--sizes", "N=8,V=16", "--no-torch", "--no-plots")
+    assert rc == 0, doc["errors"]
+    assert {r["loss"] for r in doc["results"]} == {"nll_loss"}
+    assert {r["impl"] for r in doc["results"]} == {"jaxloss"}
+    assert doc["options"]["torch"] is False and doc["plots"] == []
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_unknown_only_name(tmp_path, capsys):
+    rc = cli.main(["--only", "no_such_loss", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 2
+    assert "no_such_loss" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_bad_sizes_argument():
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--sizes", "N:8"])
+
+
+def test_table_lists_each_group(ce_run, capsys):
+    _, _, doc = ce_run
+    table = cli_report_table(doc)
+    assert "jl/optax" in table and "jl/torch" in table
+    assert table.count("cross_entropy") >= len({(r["variant"], r["mode"], str(r["size"])) for r in doc["results"] if r["loss"] == "cross_entropy"})
+
+
+def cli_report_table(doc):
+    from benchmarks import report
+
+    return report.format_table(doc["results"], doc["environment"], repeats=1, quick=True)
+
+
+def test_pick_sizes():
+    defaults = [{"N": 4, "D": 3}, {"N": 8, "D": 3}]
+    assert harness.pick_sizes(None, defaults) == defaults
+    assert harness.pick_sizes([{"N": 2, "V": 9}, {"N": 2}], defaults) == [{"N": 2, "D": 3}]
+
+
+def test_value_mismatches_detected():
+    rows = [
+        {"loss": "l", "variant": "", "mode": "value", "size": {"N": 1}, "impl": "jaxloss", "value": 1.0},
+        {"loss": "l", "variant": "", "mode": "value", "size": {"N": 1}, "impl": "optax", "value": 1.0 + 1e-7},
+        {"loss": "l", "variant": "", "mode": "value", "size": {"N": 2}, "impl": "jaxloss", "value": 1.0},
+        {"loss": "l", "variant": "", "mode": "value", "size": {"N": 2}, "impl": "torch", "value": 1.1},
+    ]
+    (bad,) = cli.value_mismatches(rows)
+    assert bad["size"] == {"N": 2} and bad["values"] == {"jaxloss": 1.0, "torch": 1.1}
+
+
+@pytest.mark.parametrize("suite", [s for s in suites.suite_names() if s != "cross_entropy"])  # ce_run covers it
+def test_implementations_agree(suite):
+    """Every case of a group (jaxloss, its optax equivalent, torch) gives the same value:
+    the suites time the same quantity. Losses not in jaxloss yet have no cases."""
+    cases = suites.load(suite).cases(True, [TINY])
+    harness.take_skips()
+    values: dict[str, dict[str, float]] = {}
+    for case in cases:
+        out = case.run()
+        value = out[0] if case.mode == "value_and_grad" else out
+        value = float(value.detach().float()) if hasattr(value, "detach") else float(np.asarray(value, np.float32))
+        values.setdefault(case.group, {})[case.impl] = value
+    harness.release_data()
+    for group, by_impl in values.items():
+        rtol = 2e-2 if "bfloat16" in group else 1e-5  # bf16 inputs: torch and XLA round differently
+        ref = by_impl.get("torch", by_impl.get("jaxloss"))
+        for impl, v in by_impl.items():
+            assert np.isclose(v, ref, rtol=rtol, atol=1e-6), f"{group}: {impl} gives {v}, expected {ref}"
