@@ -33,7 +33,9 @@ class BenchCase:
     ``extra`` (optional) returns further metrics (e.g. peak RSS of a fresh process,
     FLOP/s), merged into the result. ``variant`` (optional) names the options of the
     call (``"weight"``, ``"label_smoothing=0.1"``); ``""`` is the plain call, and a
-    variant's jaxloss case is also compared with the plain jaxloss case.
+    variant's jaxloss case is also compared with the plain jaxloss case. ``setup``
+    (optional) runs first, untimed: building the inputs, so that neither compile time
+    nor the first call pays for it.
     """
 
     loss: str
@@ -46,6 +48,7 @@ class BenchCase:
     extra: Callable[[], dict[str, Any]] | None = None
     baseline: str | tuple[str, ...] | None = None
     variant: str = ""
+    setup: Callable[[], Any] | None = None
 
     @property
     def group(self) -> str:
@@ -89,6 +92,8 @@ def measure(case: BenchCase, *, repeats: int = 5, warmup: int = 1) -> dict[str, 
         "mode": case.mode,
         "size": dict(case.size),
     }
+    if case.setup is not None:
+        case.setup()
     if case.compile is not None:
         t0 = time.perf_counter()
         case.compile()
@@ -143,6 +148,7 @@ def jax_case(
         analysis = c.memory_analysis()
         return None if analysis is None else int(analysis.temp_size_in_bytes)
 
+    kw.setdefault("setup", get_args if callable(args) else None)
     return BenchCase(loss, impl, mode, size, run=run, compile=compile_, temp_bytes=temp_bytes, **kw)
 
 
@@ -317,6 +323,7 @@ def torch_case(
 
     else:
         raise ValueError(f"mode: expected 'value' or 'value_and_grad', got {mode!r}")
+    kw.setdefault("setup", lambda: data().torch(argnums))
     return BenchCase(loss, impl, mode, size, run=run, **kw)
 
 
@@ -331,6 +338,7 @@ def loss_cases(
     argnums: int | tuple[int, ...] = 0,
     variant: str = "",
     modes: tuple[str, ...] = MODES,
+    torch_modes: tuple[str, ...] | None = None,
 ) -> list[BenchCase]:
     """The cases comparing one call of a loss: jaxloss, optax's equivalent (when there
     is one) and torch (when installed), for each mode, all on the same ``data``.
@@ -338,6 +346,7 @@ def loss_cases(
     ``jaxloss``/``optax`` take jax arrays and ``torch`` takes tensors, in the order of
     ``data``'s arrays; each returns the scalar loss. Nothing is built when ``jaxloss``
     is ``None`` (the loss does not exist yet: :func:`jaxloss_loss` noted it).
+    ``torch_modes`` (default ``modes``) limits the torch cases, the slowest to run.
     """
     if jaxloss is None:
         return []
@@ -347,6 +356,6 @@ def loss_cases(
         cases.append(jax_case(loss, "jaxloss", mode, size, jaxloss, jargs, argnums=argnums, variant=variant))
         if optax is not None:
             cases.append(jax_case(loss, "optax", mode, size, optax, jargs, argnums=argnums, variant=variant))
-        if torch is not None and torch_available():
+        if torch is not None and torch_available() and mode in (modes if torch_modes is None else torch_modes):
             cases.append(torch_case(loss, mode, size, torch, data, argnums=argnums, variant=variant))
     return cases
