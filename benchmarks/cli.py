@@ -91,9 +91,7 @@ def _select_device(spec: str | None):
     i = int(index) if index else 0
     if not 0 <= i < len(devices):
         raise SystemExit(f"--device: {platform} has {len(devices)} device(s), got index {i}")
-    dev = devices[i]
-    jax.config.update("jax_default_device", dev)
-    return dev
+    return devices[i]
 
 
 def _version(module: str) -> str | None:
@@ -249,11 +247,22 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from benchmarks import harness, report
+    from benchmarks import harness
 
     device = _select_device(args.device)
-    harness.TORCH_DEVICE = args.torch_device
-    harness.USE_TORCH = not args.no_torch
+    saved = harness.TORCH_DEVICE, harness.USE_TORCH
+    harness.TORCH_DEVICE, harness.USE_TORCH = args.torch_device, not args.no_torch
+    try:
+        with jax.default_device(device):
+            return _run(args, argv, only, repeats, device)
+    finally:
+        harness.TORCH_DEVICE, harness.USE_TORCH = saved
+        harness.release_data()
+
+
+def _run(args, argv, only, repeats, device) -> int:
+    from benchmarks import harness, report
+
     use_torch = harness.torch_available()
 
     cases, skipped, unknown = collect(args.quick, args.sizes, only)
@@ -334,5 +343,4 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(results)} cases in {elapsed:.1f} s; JSON: {json_path}")
     for p in plots:
         print(f"plot: {p}")
-    del jax
     return 1 if errors else 0

@@ -87,9 +87,9 @@ def format_table(results: list[dict[str, Any]], env: dict[str, Any], *, repeats:
             ]
         )
     versions = env.get("versions", {})
+    host = "" if env.get("platform") == "cpu" else f" (host CPU {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores)"
     title = (
-        f"jaxloss benchmarks on {env.get('device_kind', '?')} ({env.get('platform', '?')}; CPU {env.get('cpu', '?')}, "
-        f"{env.get('cpu_count', '?')} cores){' --quick' if quick else ''}; median of {repeats} after warm-up\n"
+        f"jaxloss benchmarks on {_machine(env)}{host}{' --quick' if quick else ''}; median of {repeats} after warm-up\n"
         + "versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items() if v is not None)
         + (f"; torch on {env['torch_device']} with {env['torch_threads']} threads" if "torch_threads" in env else "")
@@ -118,6 +118,12 @@ def _sweep(rows: list[dict[str, Any]], axis: str) -> list[dict[str, Any]]:
     return best if len({r["size"][axis] for r in best}) >= 2 else []
 
 
+def _machine(env: dict[str, Any]) -> str:
+    if env.get("platform") == "cpu":
+        return f"CPU {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores"
+    return f"{env.get('device_kind', '?')} ({env.get('platform', '?')})"
+
+
 def plot(results: Iterable[dict[str, Any]], out_dir: Path, env: dict[str, Any]) -> list[Path]:
     """PNG plots of median time vs N and vs V (plain call, each impl a line) for the
     losses in :data:`PLOT_LOSSES` that have a sweep of at least two sizes."""
@@ -144,12 +150,15 @@ def plot(results: Iterable[dict[str, Any]], out_dir: Path, env: dict[str, Any]) 
                         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log")
+                xs = sorted({r["size"][axis] for r in sweep})
+                ax.set_xticks(xs, [str(x) for x in xs])
+                ax.minorticks_off()
                 ax.set_xlabel(axis)
                 ax.set_ylabel("median time (ms)")
                 ax.set_title(f"{mode}, {fixed}", fontsize=10)
                 ax.grid(True, which="both", alpha=0.3)
                 ax.legend()
-            fig.suptitle(f"{loss}: time vs {axis} on {env.get('device_kind', '?')} ({env.get('platform', '?')})")
+            fig.suptitle(f"{loss}: time vs {axis} on {_machine(env)}")
             path = Path(out_dir) / f"{loss}_time_vs_{axis}.png"
             fig.savefig(path, dpi=110)
             written.append(path)

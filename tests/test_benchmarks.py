@@ -96,8 +96,9 @@ def test_plots_written(ce_run):
 
 
 def test_only_a_loss_no_torch_no_plots(tmp_path):
-    rc, doc = _run(tmp_path, "--only", "nll_loss", "--sizes", "N=8,V=16", "--no-torch", "--no-plots")
+    rc, doc = _run(tmp_path, "--only", "nll_loss", "--sizes", "N=8,V=16", "--no-torch", "--no-plots", "--device", "cpu:0")
     assert rc == 0, doc["errors"]
+    assert doc["environment"]["platform"] == "cpu" and doc["options"]["device"] == "cpu:0"
     assert {r["loss"] for r in doc["results"]} == {"nll_loss"}
     assert {r["impl"] for r in doc["results"]} == {"jaxloss"}
     assert doc["options"]["torch"] is False and doc["plots"] == []
@@ -109,6 +110,11 @@ def test_unknown_only_name(tmp_path, capsys):
     assert rc == 2
     assert "no_such_loss" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_unknown_device(tmp_path):
+    with pytest.raises(SystemExit, match="--device"):
+        cli.main(["--device", "cpu:7", "--only", "nll_loss", "--out", str(tmp_path), "--no-progress"])
 
 
 def test_bad_sizes_argument():
@@ -164,3 +170,17 @@ def test_implementations_agree(suite):
         ref = by_impl.get("torch", by_impl.get("jaxloss"))
         for impl, v in by_impl.items():
             assert np.isclose(v, ref, rtol=rtol, atol=1e-6), f"{group}: {impl} gives {v}, expected {ref}"
+
+
+def test_module_entry_point_lists_suites():
+    """``python -m benchmarks`` (the README's command) runs; --list builds cases only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--list"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "cross_entropy: cross_entropy, nll_loss" in out.stdout
