@@ -66,7 +66,7 @@ def _block(x):
     return jax.block_until_ready(x) if not hasattr(x, "detach") else x
 
 
-def _scalar(out) -> float | None:
+def loss_value(out) -> float | None:
     """The loss value in a case's output (the first leaf, when it is a single number)."""
     while isinstance(out, (tuple, list)) and out:
         out = out[0]
@@ -105,7 +105,7 @@ def measure(case: BenchCase, *, repeats: int = 5, warmup: int = 1) -> dict[str, 
         t0 = time.perf_counter()
         out = _block(case.run())
         times.append(time.perf_counter() - t0)
-    result["value"] = _scalar(out)
+    result["value"] = loss_value(out)
     result["median_s"] = statistics.median(times)
     result["min_s"] = min(times)
     result["repeats"] = repeats

@@ -15,7 +15,7 @@ import pytest
 from benchmarks import cli, harness, suites
 
 # A size every suite understands (each suite keeps the keys it uses).
-TINY = {"N": 8, "V": 16, "C": 6, "D": 5, "C_ml": 4, "H": 4, "W": 4}
+TINY = {"N": 8, "V": 16, "C": 6, "D": 5, "C_ml": 4, "H": 4, "W": 4, "T": 12, "S": 3}
 RESULT_KEYS = {"loss", "variant", "impl", "mode", "size", "suite", "median_s", "min_s", "repeats", "value"}
 
 
@@ -160,9 +160,8 @@ def test_implementations_agree(suite):
     harness.take_skips()
     values: dict[str, dict[str, float]] = {}
     for case in cases:
-        out = case.run()
-        value = out[0] if case.mode == "value_and_grad" else out
-        value = float(value.detach().float()) if hasattr(value, "detach") else float(np.asarray(value, np.float32))
+        value = harness.loss_value(case.run())
+        assert value is not None, case.key
         values.setdefault(case.group, {})[case.impl] = value
     harness.release_data()
     for group, by_impl in values.items():
