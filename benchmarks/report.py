@@ -124,44 +124,68 @@ def _machine(env: dict[str, Any]) -> str:
     return f"{env.get('device_kind', '?')} ({env.get('platform', '?')})"
 
 
-def plot(results: Iterable[dict[str, Any]], out_dir: Path, env: dict[str, Any]) -> list[Path]:
-    """PNG plots of median time vs N and vs V (plain call, each impl a line) for the
-    losses in :data:`PLOT_LOSSES` that have a sweep of at least two sizes."""
+def _work(size: dict[str, Any]) -> int:
+    """N*V (logits elements) when both are in ``size``, else the product of its values."""
+    if "N" in size and "V" in size:
+        return int(size["N"]) * int(size["V"])
+    out = 1
+    for v in size.values():
+        out *= int(v)
+    return out
+
+
+def _figure(rows, x_of, xlabel: str, title: str, path: Path, *, label_sizes: bool = False) -> Path:
     from matplotlib.figure import Figure
 
+    modes = [m for m in ("value", "value_and_grad") if any(r["mode"] == m for r in rows)]
+    fig = Figure(figsize=(5.5 * len(modes), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(modes), squeeze=False)[0]
+    xs = sorted({x_of(r) for r in rows})
+    for ax, mode in zip(axes, modes):
+        for impl in sorted({r["impl"] for r in rows}):
+            pts = sorted((x_of(r), r["median_s"] * 1e3) for r in rows if r["mode"] == mode and r["impl"] == impl)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(xs, [f"{x / 2**20:g}M" if x >= 2**20 else str(x) for x in xs])
+        ax.minorticks_off()
+        if label_sizes:
+            for r in rows:
+                if r["mode"] == mode and r["impl"] == "jaxloss":
+                    ax.annotate(_size_str(r["size"]), (x_of(r), r["median_s"] * 1e3), fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("median time (ms)")
+        ax.set_title(mode, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot(results: Iterable[dict[str, Any]], out_dir: Path, env: dict[str, Any]) -> list[Path]:
+    """PNG plots of median time vs N and vs V (plain call, each impl a line) for the
+    losses in :data:`PLOT_LOSSES` that have a sweep of at least two sizes. A loss
+    timed at several sizes that differ in more than one key is plotted against N*V."""
     results = [r for r in results if "median_s" in r and not r.get("variant")]
     written: list[Path] = []
     for loss in PLOT_LOSSES:
         rows = [r for r in results if r["loss"] == loss]
+        mine: list[Path] = []
         for axis in PLOT_AXES:
             sweep = _sweep(rows, axis)
-            if not sweep:
-                continue
-            modes = [m for m in ("value", "value_and_grad") if any(r["mode"] == m for r in sweep)]
-            fig = Figure(figsize=(5.5 * len(modes), 4.2), layout="constrained")
-            axes = fig.subplots(1, len(modes), squeeze=False)[0]
-            fixed = _size_str({k: v for k, v in sweep[0]["size"].items() if k != axis})
-            for ax, mode in zip(axes, modes):
-                for impl in sorted({r["impl"] for r in sweep}):
-                    pts = sorted(
-                        (r["size"][axis], r["median_s"] * 1e3) for r in sweep if r["mode"] == mode and r["impl"] == impl
-                    )
-                    if pts:
-                        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
-                ax.set_xscale("log", base=2)
-                ax.set_yscale("log")
-                xs = sorted({r["size"][axis] for r in sweep})
-                ax.set_xticks(xs, [str(x) for x in xs])
-                ax.minorticks_off()
-                ax.set_xlabel(axis)
-                ax.set_ylabel("median time (ms)")
-                ax.set_title(f"{mode}, {fixed}", fontsize=10)
-                ax.grid(True, which="both", alpha=0.3)
-                ax.legend()
-            fig.suptitle(f"{loss}: time vs {axis} on {_machine(env)}")
-            path = Path(out_dir) / f"{loss}_time_vs_{axis}.png"
-            fig.savefig(path, dpi=110)
-            written.append(path)
+            if sweep:
+                fixed = _size_str({k: v for k, v in sweep[0]["size"].items() if k != axis})
+                title = f"{loss}: time vs {axis} ({fixed}) on {_machine(env)}"
+                path = Path(out_dir) / f"{loss}_time_vs_{axis}.png"
+                mine.append(_figure(sweep, lambda r, axis=axis: r["size"][axis], axis, title, path))
+        if not mine and len({_work(r["size"]) for r in rows}) >= 2:
+            xlabel = "N*V" if all("N" in r["size"] and "V" in r["size"] for r in rows) else "problem size"
+            title = f"{loss}: time vs {xlabel} on {_machine(env)}"
+            path = Path(out_dir) / f"{loss}_time_vs_size.png"
+            mine.append(_figure(rows, lambda r: _work(r["size"]), xlabel, title, path, label_sizes=True))
+        written += mine
     return written
 
 
