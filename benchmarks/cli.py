@@ -266,6 +266,8 @@ def _run(args, argv, only, repeats, device) -> int:
     use_torch = harness.torch_available()
 
     cases, skipped, unknown = collect(args.quick, args.sizes, only)
+    if unknown:  # say why a loss may be missing (a suite that failed to build its cases)
+        skipped = collect(args.quick, args.sizes, None)[1]
     if args.list:
         report.print_listing(cases, skipped)
         return 0
@@ -276,6 +278,8 @@ def _run(args, argv, only, repeats, device) -> int:
             f"--only: unknown suite or loss {', '.join(unknown)}; suites: {', '.join(suites.suite_names())}",
             file=sys.stderr,
         )
+        for s in skipped:
+            print(f"skipped {s['suite']}/{s['loss']}: {s['reason']}", file=sys.stderr)
         return 2
     if not use_torch and not args.no_torch:
         skipped.append({"suite": "*", "loss": "*", "reason": "torch is not installed: no torch comparison"})
