@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeats", type=int, default=None, help="timed calls per case (default: 3 with --quick, else 7)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling (default 1)")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=None,
+        help="keep repeating a case until its timed calls add up to this many seconds (at most 200 calls; "
+        "default 0.2 with --quick, else 1.0): fast calls get a stable median",
+    )
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"folder for JSON and PNGs (default {RESULTS_DIR})")
     p.add_argument("--json", type=Path, default=None, help="JSON path (default OUT/bench-<time>.json)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -242,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         only = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
+    if args.min_time is None:
+        args.min_time = 0.2 if args.quick else 1.0
     if repeats < 1 or args.warmup < 0:
         raise SystemExit("--repeats must be >= 1 and --warmup >= 0")
 
@@ -295,7 +304,7 @@ def _run(args, argv, only, repeats, device) -> int:
     for suite, case in bar:
         bar.set_postfix_str(case.key, refresh=True)
         try:
-            r = harness.measure(case, repeats=repeats, warmup=args.warmup)
+            r = harness.measure(case, repeats=repeats, warmup=args.warmup, min_time=args.min_time)
         except Exception as e:
             errors.append({"key": case.key, "error": f"{type(e).__name__}: {e}"})
             continue
@@ -323,6 +332,7 @@ def _run(args, argv, only, repeats, device) -> int:
             "quick": args.quick,
             "repeats": repeats,
             "warmup": args.warmup,
+            "min_time_s": args.min_time,
             "only": only,
             "sizes": args.sizes,
             "device": args.device,
@@ -337,7 +347,7 @@ def _run(args, argv, only, repeats, device) -> int:
         "plots": [str(p) for p in plots],
     }
     report.write_json(doc, json_path)
-    print(report.format_table(results, env, repeats=repeats, quick=args.quick))
+    print(report.format_table(results, env, repeats=repeats, quick=args.quick, min_time=args.min_time))
     for s in skipped:
         print(f"skipped {s['suite']}/{s['loss']}: {s['reason']}")
     for m in mismatches:

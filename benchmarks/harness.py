@@ -81,10 +81,14 @@ def loss_value(out) -> float | None:
     return float(a) if a.size == 1 else None
 
 
-def measure(case: BenchCase, *, repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
-    """Time ``case``: compile seconds, median/min run seconds over ``repeats``; also
-    records the loss ``value`` the last call returned (so runs show that the compared
-    implementations compute the same number)."""
+def measure(
+    case: BenchCase, *, repeats: int = 5, warmup: int = 1, min_time: float = 0.0, max_repeats: int = 200
+) -> dict[str, Any]:
+    """Time ``case``: compile seconds, median/min run seconds over ``repeats`` calls, or
+    more when they took less than ``min_time`` seconds in all (fast calls get enough
+    samples for a stable median; at most ``max_repeats``). Also records the loss
+    ``value`` the last call returned (so runs show that the compared implementations
+    compute the same number)."""
     result: dict[str, Any] = {
         "loss": case.loss,
         "variant": case.variant,
@@ -100,15 +104,15 @@ def measure(case: BenchCase, *, repeats: int = 5, warmup: int = 1) -> dict[str, 
         result["compile_s"] = time.perf_counter() - t0
     for _ in range(warmup):
         _block(case.run())
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_time and len(times) < max_repeats):
         t0 = time.perf_counter()
         out = _block(case.run())
         times.append(time.perf_counter() - t0)
     result["value"] = loss_value(out)
     result["median_s"] = statistics.median(times)
     result["min_s"] = min(times)
-    result["repeats"] = repeats
+    result["repeats"] = len(times)
     if case.temp_bytes is not None:
         result["temp_bytes"] = case.temp_bytes()
     if case.extra is not None:

@@ -40,7 +40,9 @@ def _render(header: list[str], rows: list[list[str]], right: set[int]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def format_table(results: list[dict[str, Any]], env: dict[str, Any], *, repeats: int, quick: bool) -> str:
+def format_table(
+    results: list[dict[str, Any]], env: dict[str, Any], *, repeats: int, quick: bool, min_time: float = 0.0
+) -> str:
     """One row per (loss, variant, mode, size): jaxloss's median, compile time and XLA
     temp bytes, and its ratios to optax, torch and (for a variant) the plain call."""
     groups: dict[tuple, dict[str, dict]] = {}
@@ -89,7 +91,9 @@ def format_table(results: list[dict[str, Any]], env: dict[str, Any], *, repeats:
     versions = env.get("versions", {})
     host = "" if env.get("platform") == "cpu" else f" (host CPU {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores)"
     title = (
-        f"jaxloss benchmarks on {_machine(env)}{host}{' --quick' if quick else ''}; median of {repeats} after warm-up\n"
+        f"jaxloss benchmarks on {_machine(env)}{host}{' --quick' if quick else ''}; median of >= {repeats} calls"
+        + (f" (and >= {min_time:g} s)" if min_time else "")
+        + " after warm-up\n"
         + "versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items() if v is not None)
         + (f"; torch on {env['torch_device']} with {env['torch_threads']} threads" if "torch_threads" in env else "")

@@ -21,7 +21,7 @@ RESULT_KEYS = {"loss", "variant", "impl", "mode", "size", "suite", "median_s", "
 
 def _run(tmp_path, *args):
     json_path = tmp_path / "out.json"
-    rc = cli.main(["--quick", "--repeats", "1", "--warmup", "0", "--no-progress", "--out", str(tmp_path), "--json", str(json_path), *args])
+    rc = cli.main(["--quick", "--repeats", "1", "--warmup", "0", "--min-time", "0", "--no-progress", "--out", str(tmp_path), "--json", str(json_path), *args])
     doc = json.loads(json_path.read_text())
     return rc, doc
 
@@ -183,3 +183,22 @@ def test_module_entry_point_lists_suites():
     )
     assert out.returncode == 0, out.stderr
     assert "cross_entropy: cross_entropy, nll_loss" in out.stdout
+
+
+def test_measure_repeats_until_min_time():
+    """``min_time`` adds calls until the timed calls add up to it, capped by ``max_repeats``;
+    warm-up calls are not timed."""
+    import time
+
+    calls = []
+
+    def run():
+        calls.append(1)
+        time.sleep(0.01)
+        return np.float32(2.5)
+
+    case = harness.BenchCase("l", "jaxloss", "value", {"N": 1}, run=run)
+    r = harness.measure(case, repeats=2, warmup=1, min_time=0.05)
+    assert 2 <= r["repeats"] <= 5 and len(calls) == r["repeats"] + 1
+    assert r["value"] == 2.5 and r["min_s"] <= r["median_s"]
+    assert harness.measure(case, repeats=2, warmup=0, min_time=60.0, max_repeats=4)["repeats"] == 4
