@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="keep repeating a case until its timed calls add up to this many seconds (at most 200 calls; "
-        "default 0.2 with --quick, else 1.0): fast calls get a stable median",
+        "default 0.1 with --quick, else 1.0): fast calls get a stable median",
     )
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"folder for JSON and PNGs (default {RESULTS_DIR})")
     p.add_argument("--json", type=Path, default=None, help="JSON path (default OUT/bench-<time>.json)")
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         only = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
     if args.min_time is None:
-        args.min_time = 0.2 if args.quick else 1.0
+        args.min_time = 0.1 if args.quick else 1.0
     if repeats < 1 or args.warmup < 0:
         raise SystemExit("--repeats must be >= 1 and --warmup >= 0")
 
