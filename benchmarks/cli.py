@@ -27,7 +27,9 @@ def _parse_size(text: str) -> dict[str, Any]:
         key, sep, value = part.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
-            raise argparse.ArgumentTypeError(f"--sizes: expected KEY=VALUE[,KEY=VALUE...] such as N=4096,V=32768, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"--sizes: expected KEY=VALUE[,KEY=VALUE...] such as N=4096,V=32768, got {text!r}"
+            )
         try:
             size[key] = int(value)
         except ValueError:
@@ -351,7 +353,8 @@ def _run(args, argv, only, repeats, device) -> int:
     for s in skipped:
         print(f"skipped {s['suite']}/{s['loss']}: {s['reason']}")
     for m in mismatches:
-        print(f"WARNING: implementations disagree for {m['loss']}[{m['variant']}] {m['mode']} {m['size']}: {m['values']}")
+        where = f"{m['loss']}[{m['variant']}] {m['mode']} {m['size']}"
+        print(f"WARNING: implementations disagree for {where}: {m['values']}")
     for e in errors:
         print(f"ERROR {e['key']}: {e['error']}", file=sys.stderr)
     print(f"{len(results)} cases in {elapsed:.1f} s; JSON: {json_path}")

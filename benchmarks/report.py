@@ -35,7 +35,8 @@ def _render(header: list[str], rows: list[list[str]], right: set[int]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
@@ -89,7 +90,9 @@ def format_table(
             ]
         )
     versions = env.get("versions", {})
-    host = "" if env.get("platform") == "cpu" else f" (host CPU {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores)"
+    host = ""
+    if env.get("platform") != "cpu":
+        host = f" (host CPU {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores)"
     title = (
         f"jaxloss benchmarks on {_machine(env)}{host}{' --quick' if quick else ''}; median of >= {repeats} calls"
         + (f" (and >= {min_time:g} s)" if min_time else "")

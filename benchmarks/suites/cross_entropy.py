@@ -96,12 +96,24 @@ def _ce_class_cases(ce, size, *, variants, modes, dtype="float32", torch_modes=N
         elif variant == "all_options":
             jl = lambda x, y, yi, w: ce(x, yi, weight=w, ignore_index=-100, label_smoothing=SMOOTHING)  # noqa: E731
             ox = None
-            th = lambda x, y, yi, w: F.cross_entropy(x, yi, weight=w, ignore_index=-100, label_smoothing=SMOOTHING)  # noqa: E731
+            th = lambda x, y, yi, w: F.cross_entropy(  # noqa: E731
+                x, yi, weight=w, ignore_index=-100, label_smoothing=SMOOTHING
+            )
         else:  # pragma: no cover - a typo in this file
             raise ValueError(variant)
         if dtype != "float32":
             variant = dtype if variant == "" else f"{variant},{dtype}"
-        out += H.loss_cases("cross_entropy", size, data, jaxloss=jl, optax=ox, torch=th if F else None, variant=variant, modes=modes, torch_modes=torch_modes)
+        out += H.loss_cases(
+            "cross_entropy",
+            size,
+            data,
+            jaxloss=jl,
+            optax=ox,
+            torch=th if F else None,
+            variant=variant,
+            modes=modes,
+            torch_modes=torch_modes,
+        )
     return out
 
 
@@ -161,7 +173,11 @@ def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
         N, V = small["N"], small["V"]
         d = H.cached_data(("nll", N, V), lambda: _log_prob_data(N, V))
         out += H.loss_cases(
-            "nll_loss", small, d, jaxloss=lambda lp, y, w: nll(lp, y), torch=(lambda lp, y, w: F.nll_loss(lp, y)) if F else None
+            "nll_loss",
+            small,
+            d,
+            jaxloss=lambda lp, y, w: nll(lp, y),
+            torch=(lambda lp, y, w: F.nll_loss(lp, y)) if F else None,
         )
         out += H.loss_cases(
             "nll_loss",
