@@ -302,18 +302,36 @@ def _run(args, argv, only, repeats, device) -> int:
     results: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     baselines: dict[int, Any] = {}
-    bar = tqdm(cases, desc="benchmarks", unit="case", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
-    for suite, case in bar:
-        bar.set_postfix_str(case.key, refresh=True)
+    # The implementations of one group (same loss, variant, mode and size; the suites
+    # list them one after another) are timed side by side, in turns.
+    groups: list[list[tuple[str, Any]]] = []
+    for suite, case in cases:
+        if groups and groups[-1][0][1].group == case.group:
+            groups[-1].append((suite, case))
+        else:
+            groups.append([(suite, case)])
+    bar = tqdm(total=len(cases), desc="benchmarks", unit="case", disable=args.no_progress, file=sys.stderr)
+    for group in groups:
+        bar.set_postfix_str(group[0][1].group, refresh=True)
+        kw = {"repeats": repeats, "warmup": args.warmup, "min_time": args.min_time}
         try:
-            r = harness.measure(case, repeats=repeats, warmup=args.warmup, min_time=args.min_time)
-        except Exception as e:
-            errors.append({"key": case.key, "error": f"{type(e).__name__}: {e}"})
-            continue
-        r["suite"] = suite
-        if case.baseline is not None:
-            baselines[len(results)] = case.baseline
-        results.append(r)
+            measured = harness.measure_side_by_side([c for _, c in group], **kw)
+        except Exception:  # find which case fails; time the others alone
+            measured = []
+            for _, case in group:
+                try:
+                    measured += harness.measure_side_by_side([case], **kw)
+                except Exception as e:
+                    measured.append(None)
+                    errors.append({"key": case.key, "error": f"{type(e).__name__}: {e}"})
+        for (suite, case), r in zip(group, measured):
+            if r is None:
+                continue
+            r["suite"] = suite
+            if case.baseline is not None:
+                baselines[len(results)] = case.baseline
+            results.append(r)
+        bar.update(len(group))
     bar.close()
     harness.release_data()
     add_ratios(results, baselines)

@@ -89,35 +89,54 @@ def measure(
     samples for a stable median; at most ``max_repeats``). Also records the loss
     ``value`` the last call returned (so runs show that the compared implementations
     compute the same number)."""
-    result: dict[str, Any] = {
-        "loss": case.loss,
-        "variant": case.variant,
-        "impl": case.impl,
-        "mode": case.mode,
-        "size": dict(case.size),
-    }
-    if case.setup is not None:
-        case.setup()
-    if case.compile is not None:
-        t0 = time.perf_counter()
-        case.compile()
-        result["compile_s"] = time.perf_counter() - t0
-    for _ in range(warmup):
-        _block(case.run())
-    times: list[float] = []
-    while len(times) < repeats or (sum(times) < min_time and len(times) < max_repeats):
-        t0 = time.perf_counter()
-        out = _block(case.run())
-        times.append(time.perf_counter() - t0)
-    result["value"] = loss_value(out)
-    result["median_s"] = statistics.median(times)
-    result["min_s"] = min(times)
-    result["repeats"] = len(times)
-    if case.temp_bytes is not None:
-        result["temp_bytes"] = case.temp_bytes()
-    if case.extra is not None:
-        result.update(case.extra())
-    return result
+    return measure_side_by_side([case], repeats=repeats, warmup=warmup, min_time=min_time, max_repeats=max_repeats)[0]
+
+
+def measure_side_by_side(
+    cases: list[BenchCase], *, repeats: int = 5, warmup: int = 1, min_time: float = 0.0, max_repeats: int = 200
+) -> list[dict[str, Any]]:
+    """Time several cases (the implementations of one group) in turns: each is set up,
+    compiled and warmed up, then every round times one call of each, so that a change
+    in the machine's load during the measurement hits all of them alike. Rounds go on
+    until ``repeats`` and, while the timed calls add up to less than ``min_time`` per
+    case, up to ``max_repeats``. One result per case, as :func:`measure` gives."""
+    results: list[dict[str, Any]] = []
+    for case in cases:
+        result: dict[str, Any] = {
+            "loss": case.loss,
+            "variant": case.variant,
+            "impl": case.impl,
+            "mode": case.mode,
+            "size": dict(case.size),
+        }
+        if case.setup is not None:
+            case.setup()
+        if case.compile is not None:
+            t0 = time.perf_counter()
+            case.compile()
+            result["compile_s"] = time.perf_counter() - t0
+        for _ in range(warmup):
+            _block(case.run())
+        results.append(result)
+    times: list[list[float]] = [[] for _ in cases]
+    outs: list[Any] = [None] * len(cases)
+    rounds = 0
+    while rounds < repeats or (sum(map(sum, times)) < min_time * len(cases) and rounds < max_repeats):
+        for i, case in enumerate(cases):
+            t0 = time.perf_counter()
+            outs[i] = _block(case.run())
+            times[i].append(time.perf_counter() - t0)
+        rounds += 1
+    for case, result, ts, out in zip(cases, results, times, outs):
+        result["value"] = loss_value(out)
+        result["median_s"] = statistics.median(ts)
+        result["min_s"] = min(ts)
+        result["repeats"] = len(ts)
+        if case.temp_bytes is not None:
+            result["temp_bytes"] = case.temp_bytes()
+        if case.extra is not None:
+            result.update(case.extra())
+    return results
 
 
 def jax_case(

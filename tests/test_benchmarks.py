@@ -204,3 +204,21 @@ def test_measure_repeats_until_min_time():
     assert 2 <= r["repeats"] <= 5 and len(calls) == r["repeats"] + 1
     assert r["value"] == 2.5 and r["min_s"] <= r["median_s"]
     assert harness.measure(case, repeats=2, warmup=0, min_time=60.0, max_repeats=4)["repeats"] == 4
+
+
+def test_measure_side_by_side_takes_turns():
+    """The implementations of a group are compiled and warmed up first, then timed in
+    turns (a, b, a, b, ...), each result with its own call count and value."""
+    log = []
+
+    def make(name, value):
+        def run():
+            log.append(name)
+            return np.float32(value)
+
+        return harness.BenchCase("l", name, "value", {"N": 1}, run=run, compile=lambda: log.append(f"compile {name}"))
+
+    ra, rb = harness.measure_side_by_side([make("a", 1.0), make("b", 2.0)], repeats=3, warmup=1)
+    assert log == ["compile a", "a", "compile b", "b"] + ["a", "b"] * 3
+    assert (ra["impl"], ra["value"], ra["repeats"]) == ("a", 1.0, 3)
+    assert (rb["impl"], rb["value"], rb["repeats"]) == ("b", 2.0, 3)
