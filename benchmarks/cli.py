@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         "each suite uses the keys it knows (cross_entropy: N, V; others: see benchmarks/suites) and takes "
         "missing ones from its defaults",
     )
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("value", "value_and_grad"),
+        default=None,
+        help="time only these modes (default both; --quick times option variants in value_and_grad only)",
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed calls per case (default: 3 with --quick, else 7)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling (default 1)")
     p.add_argument(
@@ -277,6 +284,8 @@ def _run(args, argv, only, repeats, device) -> int:
     use_torch = harness.torch_available()
 
     cases, skipped, unknown = collect(args.quick, args.sizes, only)
+    if args.modes:
+        cases = [(s, c) for s, c in cases if c.mode in args.modes]
     if unknown:  # say why a loss may be missing (a suite that failed to build its cases)
         skipped = collect(args.quick, args.sizes, None)[1]
     if args.list:
@@ -354,6 +363,7 @@ def _run(args, argv, only, repeats, device) -> int:
             "warmup": args.warmup,
             "min_time_s": args.min_time,
             "only": only,
+            "modes": args.modes,
             "sizes": args.sizes,
             "device": args.device,
             "torch": use_torch,
