@@ -73,6 +73,8 @@ def format_table(
         for impl, r in impls.items():
             if impl != "jaxloss" and r.get("ratios"):
                 other += [f"{impl}/{k}: {_ratio(v)}" for k, v in r["ratios"].items()]
+        if not jl:  # a group without a jaxloss case (e.g. a reference throughput): its times
+            other += [f"{impl}: {_ms(r.get('median_s'))} ms" for impl, r in impls.items()]
         rows.append(
             [
                 loss,
