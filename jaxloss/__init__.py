@@ -5,10 +5,15 @@ values and gradients.
 """
 
 from jaxloss._cross_entropy import cross_entropy, nll_loss
+from jaxloss._regression import huber_loss, l1_loss, mse_loss, smooth_l1_loss
 
 __all__ = [
     "cross_entropy",
     "nll_loss",
+    "huber_loss",
+    "l1_loss",
+    "mse_loss",
+    "smooth_l1_loss",
 ]
 
 __version__ = "0.1.0"
