@@ -5,6 +5,12 @@ values and gradients.
 """
 
 from jaxloss._cross_entropy import cross_entropy, nll_loss
+from jaxloss._embedding import (
+    cosine_embedding_loss,
+    pairwise_distance,
+    triplet_margin_loss,
+    triplet_margin_with_distance_loss,
+)
 from jaxloss._regression import huber_loss, l1_loss, mse_loss, smooth_l1_loss
 
 __all__ = [
@@ -14,6 +20,10 @@ __all__ = [
     "l1_loss",
     "mse_loss",
     "smooth_l1_loss",
+    "cosine_embedding_loss",
+    "pairwise_distance",
+    "triplet_margin_loss",
+    "triplet_margin_with_distance_loss",
 ]
 
 __version__ = "0.1.0"
