@@ -39,7 +39,9 @@ def test_fixture_parity(case):
     assert_parity(case)
 
 
-@pytest.mark.parametrize("case", case_params("regression"))
+# Under an outer jit on the float64 cases (the strict tolerance): what jit can change
+# is the tracing path (checks on concrete values, Python branches), not the dtype.
+@pytest.mark.parametrize("case", [c for c in case_params("regression") if c.id.endswith("/float64")])
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
 
