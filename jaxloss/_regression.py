@@ -53,7 +53,7 @@ def _check_pair(fn: str, input, target, *, bool_target: bool) -> tuple[jax.Array
             f"{tuple(input.shape)}. This will likely lead to incorrect results due to broadcasting. "
             "Please ensure they have the same size.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of l1_loss etc.
         )
     return input, target, shape
 
