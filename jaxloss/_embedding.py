@@ -35,7 +35,7 @@ _COSINE_EPS = 1e-12  # torch's EPSILON in cosine_embedding_loss
 
 def _abs(d: jax.Array) -> jax.Array:
     """``|d|`` with torch's gradient ``sgn(d)`` (0 at 0)."""
-    return d * jnp.sign(d)
+    return jnp.where(d == 0, jnp.zeros_like(d), jnp.abs(d))
 
 
 def _clamp_min0(z: jax.Array) -> jax.Array:

@@ -28,7 +28,7 @@ from jaxloss._reduction import check_reduction, reduce
 
 def _abs(d: jax.Array) -> jax.Array:
     """``|d|`` with torch's gradient ``sgn(d)`` (0 at 0; JAX's ``abs`` gives 1 there)."""
-    return d * jnp.sign(d)
+    return jnp.where(d == 0, jnp.zeros_like(d), jnp.abs(d))
 
 
 def _check_pair(fn: str, input, target, *, bool_target: bool) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
