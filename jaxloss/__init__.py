@@ -5,9 +5,11 @@ values and gradients.
 """
 
 from jaxloss._cross_entropy import cross_entropy, nll_loss
+from jaxloss._ctc import ctc_loss
 
 __all__ = [
     "cross_entropy",
+    "ctc_loss",
     "nll_loss",
 ]
 
