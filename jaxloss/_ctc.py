@@ -42,11 +42,12 @@ def _lse(*xs: jax.Array) -> jax.Array:
 
 def _shift(x: jax.Array, k: int) -> jax.Array:
     """x[..., s - k] along the last axis (k > 0: from the left; k < 0: from the right), -inf padded."""
+    n = x.shape[-1]
+    m = min(abs(k), n)
+    pad = jnp.full(x.shape[:-1] + (m,), _NEG_INF, x.dtype)
     if k > 0:
-        pad = jnp.full(x.shape[:-1] + (k,), _NEG_INF, x.dtype)
-        return jnp.concatenate([pad, x[..., :-k]], axis=-1)
-    pad = jnp.full(x.shape[:-1] + (-k,), _NEG_INF, x.dtype)
-    return jnp.concatenate([x[..., -k:], pad], axis=-1)
+        return jnp.concatenate([pad, x[..., : n - m]], axis=-1)
+    return jnp.concatenate([x[..., m:], pad], axis=-1)
 
 
 def _alpha_step(alpha, e_t, skip):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,14 @@ RTOL = {"float64": 1e-7, "float32": 2e-4}
 # jaxloss callables for fixture functions that are not a public name with torch's
 # signature (a family's wrapper, e.g. ctc through log_softmax). Families register here.
 JAX_ADAPTERS: dict[str, Callable[..., Any]] = {}
+
+
+def _ctc_loss_logits(logits, targets, input_lengths, target_lengths, **kwargs):
+    # torch's ctc backward is the logits gradient under a log_softmax (tests/fixtures/cases_ctc.py).
+    return jaxloss.ctc_loss(jax.nn.log_softmax(logits, axis=-1), targets, input_lengths, target_lengths, **kwargs)
+
+
+JAX_ADAPTERS["ctc_loss_logits"] = _ctc_loss_logits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +83,23 @@ def _jax_fn(case: FixtureCase):
     return JAX_ADAPTERS.get(case.fn) or getattr(jaxloss, case.fn)
 
 
+def _positional_order(fn, args: dict[str, Any]) -> list[str]:
+    """The names of ``args`` in ``fn``'s parameter order.
+
+    The manifest is written with sorted keys, so the stored order of the
+    positional arguments is alphabetical, not torch's. When every name is a
+    parameter of ``fn`` (jaxloss uses torch's names) that order is restored;
+    otherwise the stored order is kept.
+    """
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return list(args)
+    if all(k in params for k in args):
+        return sorted(args, key=params.index)
+    return list(args)
+
+
 def run_jax(case: FixtureCase, transform: Callable | None = None):
     """Evaluate the case with jaxloss: returns (output, {arg: vjp with the case's cotangent}).
 
@@ -81,12 +107,13 @@ def run_jax(case: FixtureCase, transform: Callable | None = None):
     ``transform`` (e.g. ``jax.jit``) wraps the function of the differentiated arrays.
     """
     fn = _jax_fn(case)
+    order = _positional_order(fn, case.args)
     names = list(case.grads)
     with jax.enable_x64(case.dtype == "float64"):
 
         def call(*diff):
             sub = dict(zip(names, diff))
-            args = [sub.get(k, _as_jax(v)) for k, v in case.args.items()]
+            args = [sub.get(k, _as_jax(case.args[k])) for k in order]
             kwargs = {k: sub.get(k, _as_jax(v)) for k, v in case.kwargs.items()}
             return fn(*args, **kwargs)
 
