@@ -20,7 +20,10 @@ def test_fixture_parity(case):
     assert_parity(case)
 
 
-@pytest.mark.parametrize("case", case_params("ctc"))
+# Under jit for the float32 cases only: the traced code is the same for both dtypes
+# (float64 parity is covered eagerly above), and each case costs a compilation of
+# the forward-backward program, which dominates this file's run time.
+@pytest.mark.parametrize("case", [p for p in case_params("ctc") if p.values[0].dtype == "float32"])
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
 
@@ -73,12 +76,9 @@ def test_check_grads_float64_forward_and_reverse():
     # The custom_jvp rule in forward and reverse mode, and differentiated once more.
     lp, targets, il, tl = _batch(T=7, N=3, C=4, S=2)
     x = np.asarray(lp, np.float64)
-    for reduction in ("mean", "none"):
-        _checks.assert_grads_float64(
-            lambda x: jaxloss.ctc_loss(jax.nn.log_softmax(x), targets, il, tl, reduction=reduction),
-            (x,),
-            order=2,
-        )
+    _checks.assert_grads_float64(
+        lambda x: jaxloss.ctc_loss(jax.nn.log_softmax(x), targets, il, tl, reduction="none"), (x,), order=2
+    )
 
 
 def test_gradient_is_the_true_derivative_wrt_log_probs():
