@@ -74,8 +74,8 @@ def _final_loglik(alpha_last, il, L):
     return jnp.where(il > 0, ll, jnp.where(L == 0, 0.0, _NEG_INF).astype(ll.dtype))
 
 
-def _forward(e, skip, il, L, *, keep_alphas: bool):
-    """Run the alpha recursion; return (log-likelihood (N,), alphas (T, N, 2S+1) or None).
+def _forward(e, skip, il, L):
+    """Run the alpha recursion; return the log-likelihood (N,).
 
     ``alpha`` is frozen once t >= input_length, so the carry at the end holds
     alpha at t = input_length - 1 for every sample.
@@ -87,40 +87,49 @@ def _forward(e, skip, il, L, *, keep_alphas: bool):
         e_t, t = xs
         new = _alpha_step(alpha, e_t, skip)
         alpha = jnp.where((t < il)[:, None], new, alpha)
-        return alpha, (alpha if keep_alphas else None)
+        return alpha, None
 
     ts = jnp.arange(1, T)
-    alpha_last, alphas = jax.lax.scan(step, alpha0, (e[1:], ts))
-    ll = _final_loglik(alpha_last, il, L)
-    if keep_alphas:
-        alphas = jnp.concatenate([alpha0[None], alphas], axis=0)
-    return ll, alphas
+    alpha_last, _ = jax.lax.scan(step, alpha0, (e[1:], ts))
+    return _final_loglik(alpha_last, il, L)
 
 
-def _backward_betas(e, skip, il, L):
-    """beta_t(s) = log p(rest of the path after t | state s at t) (emission at t excluded), (T, N, 2S+1).
+def _alphas_and_betas(e, skip, il, L):
+    """Both recursions in one scan (half the loop iterations of two): (alphas, betas), each (T, N, 2S+1).
 
-    -inf for t >= input_length.
+    alpha_t(s) includes the emission at t; beta_t(s) = log p(the rest of the path
+    after t | state s at t) excludes it, and is -inf for t >= input_length. Step k
+    advances alpha to t = k + 1 and beta down to t = T - 2 - k.
     """
     T, N, S2 = e.shape
     s = jnp.arange(S2)
-    init = jnp.where((s == 2 * L[:, None]) | ((s == 2 * L[:, None] - 1) & (L[:, None] > 0)), 0.0, _NEG_INF)
-    init = init.astype(e.dtype)
+    ends = (s == 2 * L[:, None]) | ((s == 2 * L[:, None] - 1) & (L[:, None] > 0))
+    beta_end = jnp.where(ends, 0.0, _NEG_INF).astype(e.dtype)
     # transition s -> s+2 allowed (skip is indexed by the destination state)
     skip_next = jnp.concatenate([skip[:, 2:], jnp.zeros((N, min(2, S2)), bool)], axis=1)
 
-    def step(carry, xs):
-        # carry: beta_{t+1}(s) + e_{t+1}(s)
-        e_t, t = xs
-        rec = _lse(carry, _shift(carry, -1), jnp.where(skip_next, _shift(carry, -2), _NEG_INF))
+    def beta_at(t, rec):
         last = (t == il - 1)[:, None]
         before = (t < il - 1)[:, None]
-        beta = jnp.where(last, init, jnp.where(before, rec, _NEG_INF))
-        return beta + e_t, beta
+        return jnp.where(last, beta_end, jnp.where(before, rec, _NEG_INF))
 
-    carry0 = jnp.full((N, S2), _NEG_INF, e.dtype)
-    _, betas = jax.lax.scan(step, carry0, (e, jnp.arange(T)), reverse=True)
-    return betas
+    alpha0 = _alpha_init(e[0])
+    beta_last = beta_at(T - 1, jnp.full((N, S2), _NEG_INF, e.dtype))
+
+    def step(carry, k):
+        alpha, b = carry  # b = beta_{t+1} + e_{t+1} for the beta step to t
+        ta = k + 1
+        tb = T - 2 - k
+        new = _alpha_step(alpha, jax.lax.dynamic_index_in_dim(e, ta, keepdims=False), skip)
+        alpha = jnp.where((ta < il)[:, None], new, alpha)
+        rec = _lse(b, _shift(b, -1), jnp.where(skip_next, _shift(b, -2), _NEG_INF))
+        beta = beta_at(tb, rec)
+        return (alpha, beta + jax.lax.dynamic_index_in_dim(e, tb, keepdims=False)), (alpha, beta)
+
+    _, (alphas, betas) = jax.lax.scan(step, (alpha0, beta_last + e[T - 1]), jnp.arange(T - 1))
+    alphas = jnp.concatenate([alpha0[None], alphas], axis=0)
+    betas = jnp.concatenate([jnp.flip(betas, axis=0), beta_last[None]], axis=0)
+    return alphas, betas
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
@@ -130,15 +139,15 @@ def _ctc_loglik(e, skip, il, L, zero_infinity):
     ``zero_infinity`` only changes the derivative: without it, an impossible
     alignment gets NaN tangents (as torch); with it, zero ones.
     """
-    return _forward(e, skip, il, L, keep_alphas=False)[0]
+    return _forward(e, skip, il, L)
 
 
 @_ctc_loglik.defjvp
 def _ctc_loglik_jvp(zero_infinity, primals, tangents):
     e, skip, il, L = primals
     de = tangents[0]
-    ll, alphas = _forward(e, skip, il, L, keep_alphas=True)
-    betas = _backward_betas(e, skip, il, L)
+    alphas, betas = _alphas_and_betas(e, skip, il, L)
+    ll = _final_loglik(alphas[-1], il, L)  # alpha is frozen after input_length
     # Occupancy gamma_t(s) = alpha_t(s) beta_t(s) / p: d log p / d e_t(s). The forms
     # below keep every masked entry finite so no NaN leaks through a zero cotangent.
     finite = jnp.isfinite(ll)
@@ -157,7 +166,7 @@ def _ctc_loglik_jvp(zero_infinity, primals, tangents):
 
 def _ctc_loglik_autodiff(e, skip, il, L, zero_infinity):
     """The same log-likelihood differentiated by autodiff through the scan (for comparison)."""
-    return _forward(e, skip, il, L, keep_alphas=False)[0]
+    return _forward(e, skip, il, L)
 
 
 def _padded_labels(targets, tl, *, concatenated: bool, width: int, blank: int, C: int):
