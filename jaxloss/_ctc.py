@@ -321,6 +321,13 @@ def ctc_loss(
        ``log_probs`` directly differs from torch by :math:`\exp(x_{t,c})` per frame.
 
     .. note::
+       The derivative is a ``jax.custom_jvp`` rule built from the
+       forward-backward (alpha-beta) occupancies, so ``jax.grad``, ``jax.jvp`` /
+       ``jax.jacfwd`` and higher orders all work; reverse mode runs the alpha and
+       beta recursions once, in one scan, and no autodiff residuals per time step
+       are stored.
+
+    .. note::
        An infinite loss (impossible alignment) has a NaN gradient on its frames
        ``t < input_length`` (as in torch); ``zero_infinity=True`` gives 0 and an
        exactly-zero gradient.
