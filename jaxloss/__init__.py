@@ -6,6 +6,7 @@ values and gradients.
 
 from jaxloss._binary import binary_cross_entropy, binary_cross_entropy_with_logits
 from jaxloss._cross_entropy import cross_entropy, nll_loss
+from jaxloss._ctc import ctc_loss
 from jaxloss._divergence import gaussian_nll_loss, kl_div, poisson_nll_loss
 from jaxloss._embedding import (
     cosine_embedding_loss,
@@ -27,6 +28,7 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "ctc_loss",
     "nll_loss",
     "gaussian_nll_loss",
     "kl_div",

@@ -45,6 +45,14 @@ JAX_ADAPTERS["triplet_margin_with_distance_loss_l1"] = functools.partial(
 )
 
 
+def _ctc_loss_logits(logits, targets, input_lengths, target_lengths, **kwargs):
+    # torch's ctc backward is the logits gradient under a log_softmax (tests/fixtures/cases_ctc.py).
+    return jaxloss.ctc_loss(jax.nn.log_softmax(logits, axis=-1), targets, input_lengths, target_lengths, **kwargs)
+
+
+JAX_ADAPTERS["ctc_loss_logits"] = _ctc_loss_logits
+
+
 @dataclasses.dataclass(frozen=True)
 class FixtureCase:
     id: str
