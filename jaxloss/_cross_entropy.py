@@ -123,8 +123,15 @@ def _pick(x: jax.Array, idx: jax.Array, ax: int) -> jax.Array:
 def _pick_jvp(ax, primals, tangents):
     x, idx = primals
     dx = tangents[0]
-    hit = jax.lax.broadcasted_iota(idx.dtype, x.shape, ax) == jnp.expand_dims(idx, ax)
+    # Compare in int32: an iota in a narrow target dtype (uint8, int8) would wrap for C > 255.
+    hit = jax.lax.broadcasted_iota(jnp.int32, x.shape, ax) == jnp.expand_dims(idx.astype(jnp.int32), ax)
     return _pick(x, idx, ax), jnp.sum(jnp.where(hit, dx, 0), axis=ax)
+
+
+def _wide_index(target: jax.Array) -> jax.Array:
+    """Class indices as at least int32, so that comparing them with ``C`` or a
+    negative ``ignore_index`` cannot wrap around in a narrow dtype (uint8, int8)."""
+    return target.astype(jnp.int32) if target.dtype.itemsize < 4 else target
 
 
 def _class_weight_view(weight: jax.Array, ndim: int, ax: int) -> jax.Array:
@@ -176,6 +183,7 @@ def _cross_entropy_indices(x, target, weight, label_smoothing, *, ignore_index, 
     C = x.shape[ax]
     m, s = _log_normaliser(x, ax)  # from x in its own dtype: no float32 copy of x is kept
     m, s = m.squeeze(ax), s.squeeze(ax)
+    target = _wide_index(target)
     active = target != ignore_index
     in_range = (target >= 0) & (target < C)
     safe = jnp.where(active & in_range, target, 0)
@@ -357,6 +365,7 @@ def _nll_loss(x, target, weight, *, ignore_index, reduction, out_dtype):
     ax = _class_axis(x)
     C = x.shape[ax]
     x = x.astype(compute_dtype(x.dtype))
+    target = _wide_index(target)
     active = target != ignore_index
     in_range = (target >= 0) & (target < C)
     safe = jnp.where(active & in_range, target, 0)

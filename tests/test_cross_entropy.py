@@ -346,6 +346,20 @@ def test_any_integer_target_dtype(dt):
         np.testing.assert_allclose(L.nll_loss(x, np.asarray(t).astype(dt)), L.nll_loss(x, t), rtol=1e-6)
 
 
+@pytest.mark.parametrize("dt", [jnp.uint8, jnp.int8])
+def test_narrow_target_dtype_with_many_classes(dt):
+    # More classes than the target dtype can count: nothing may wrap around (C = 300
+    # in uint8 is 44; ignore_index -100 in uint8 is 156, a valid class here).
+    r = np.random.default_rng(27)
+    x = jnp.asarray(r.standard_normal((4, 300)), jnp.float32)
+    t = jnp.asarray([0, 156, 255, 44] if dt == jnp.uint8 else [0, 5, 120, 44], jnp.int32)
+    for fn in (L.cross_entropy, L.nll_loss):
+        v, g = jax.value_and_grad(lambda x: fn(x, t.astype(dt), reduction="sum"))(x)
+        v32, g32 = jax.value_and_grad(lambda x: fn(x, t, reduction="sum"))(x)
+        np.testing.assert_allclose(v, v32, rtol=1e-6)
+        np.testing.assert_allclose(g, g32, rtol=1e-6, atol=1e-9)
+
+
 def test_uint8_target_with_negative_ignore_index_is_never_ignored():
     # A uint8 target cannot hold -100: nothing is ignored (torch behaves the same way).
     x, t, _, _ = _data(19)
