@@ -4,7 +4,9 @@ Every public name is a ``torch.nn.functional`` loss with torch's keywords,
 values and gradients.
 """
 
+from jaxloss._binary import binary_cross_entropy, binary_cross_entropy_with_logits
 from jaxloss._cross_entropy import cross_entropy, nll_loss
+from jaxloss._divergence import gaussian_nll_loss, kl_div, poisson_nll_loss
 from jaxloss._margin import (
     hinge_embedding_loss,
     margin_ranking_loss,
@@ -15,8 +17,13 @@ from jaxloss._margin import (
 )
 
 __all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
     "cross_entropy",
     "nll_loss",
+    "gaussian_nll_loss",
+    "kl_div",
+    "poisson_nll_loss",
     "hinge_embedding_loss",
     "margin_ranking_loss",
     "multi_margin_loss",
