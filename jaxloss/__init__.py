@@ -6,7 +6,14 @@ values and gradients.
 
 from jaxloss._binary import binary_cross_entropy, binary_cross_entropy_with_logits
 from jaxloss._cross_entropy import cross_entropy, nll_loss
+from jaxloss._ctc import ctc_loss
 from jaxloss._divergence import gaussian_nll_loss, kl_div, poisson_nll_loss
+from jaxloss._embedding import (
+    cosine_embedding_loss,
+    pairwise_distance,
+    triplet_margin_loss,
+    triplet_margin_with_distance_loss,
+)
 from jaxloss._margin import (
     hinge_embedding_loss,
     margin_ranking_loss,
@@ -15,11 +22,13 @@ from jaxloss._margin import (
     multilabel_soft_margin_loss,
     soft_margin_loss,
 )
+from jaxloss._regression import huber_loss, l1_loss, mse_loss, smooth_l1_loss
 
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "ctc_loss",
     "nll_loss",
     "gaussian_nll_loss",
     "kl_div",
@@ -30,6 +39,14 @@ __all__ = [
     "multilabel_margin_loss",
     "multilabel_soft_margin_loss",
     "soft_margin_loss",
+    "huber_loss",
+    "l1_loss",
+    "mse_loss",
+    "smooth_l1_loss",
+    "cosine_embedding_loss",
+    "pairwise_distance",
+    "triplet_margin_loss",
+    "triplet_margin_with_distance_loss",
 ]
 
 __version__ = "0.1.0"

@@ -123,8 +123,15 @@ def _pick(x: jax.Array, idx: jax.Array, ax: int) -> jax.Array:
 def _pick_jvp(ax, primals, tangents):
     x, idx = primals
     dx = tangents[0]
-    hit = jax.lax.broadcasted_iota(idx.dtype, x.shape, ax) == jnp.expand_dims(idx, ax)
+    # Compare in int32: an iota in a narrow target dtype (uint8, int8) would wrap for C > 255.
+    hit = jax.lax.broadcasted_iota(jnp.int32, x.shape, ax) == jnp.expand_dims(idx.astype(jnp.int32), ax)
     return _pick(x, idx, ax), jnp.sum(jnp.where(hit, dx, 0), axis=ax)
+
+
+def _wide_index(target: jax.Array) -> jax.Array:
+    """Class indices as at least int32, so that comparing them with ``C`` or a
+    negative ``ignore_index`` cannot wrap around in a narrow dtype (uint8, int8)."""
+    return target.astype(jnp.int32) if target.dtype.itemsize < 4 else target
 
 
 def _class_weight_view(weight: jax.Array, ndim: int, ax: int) -> jax.Array:
@@ -140,8 +147,9 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
     (measured on CPU, see issue 6):
 
     - float32/64 input: :math:`r` is the picked logit (when finite), which keeps
-      the sum precise for huge, close logits; the plain sum reads ``x`` directly,
-      the weighted one is a mat-vec (a broadcast weight would be materialised).
+      the sum precise for huge, close logits; with the class axis last the sum is
+      a mat-vec (a broadcast weight would be materialised), else a reduction
+      that reads ``x`` directly.
     - bf16/f16 input: :math:`r = m`, so the float32 ``x - m`` that the normaliser
       materialises is reused.
 
@@ -153,14 +161,15 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
     r = m if narrow else jax.lax.stop_gradient(jnp.where(jnp.isfinite(picked), picked, m))
     shifted = xc - jnp.expand_dims(r, ax)
     class_last = ax == x.ndim - 1
-    if weight is None:
-        return x.shape[ax] * ((m - r) + s) - jnp.sum(shifted, axis=ax)
-    wc = weight.astype(cdt)
+    wc = jnp.ones((x.shape[ax],), cdt) if weight is None else weight.astype(cdt)
     total = jnp.sum(wc)
     if class_last and not narrow:
-        # The shift is applied after the sum here; the huge, close logit fixtures
-        # confirm float32 parity.
+        # A mat-vec is the cheapest read of x on CPU (measured: about 0.6x the time of
+        # a shifted sum). The shift is applied after the sum here; the huge, close
+        # logit fixtures confirm float32 parity.
         wsum = jnp.matmul(xc, wc, precision=jax.lax.Precision.HIGHEST) - r * total
+    elif weight is None:
+        wsum = jnp.sum(shifted, axis=ax)
     elif class_last:
         wsum = jnp.matmul(shifted, wc, precision=jax.lax.Precision.HIGHEST)
     else:
@@ -174,6 +183,7 @@ def _cross_entropy_indices(x, target, weight, label_smoothing, *, ignore_index, 
     C = x.shape[ax]
     m, s = _log_normaliser(x, ax)  # from x in its own dtype: no float32 copy of x is kept
     m, s = m.squeeze(ax), s.squeeze(ax)
+    target = _wide_index(target)
     active = target != ignore_index
     in_range = (target >= 0) & (target < C)
     safe = jnp.where(active & in_range, target, 0)
@@ -355,6 +365,7 @@ def _nll_loss(x, target, weight, *, ignore_index, reduction, out_dtype):
     ax = _class_axis(x)
     C = x.shape[ax]
     x = x.astype(compute_dtype(x.dtype))
+    target = _wide_index(target)
     active = target != ignore_index
     in_range = (target >= 0) & (target < C)
     safe = jnp.where(active & in_range, target, 0)

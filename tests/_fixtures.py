@@ -24,6 +24,35 @@ RTOL = {"float64": 1e-7, "float32": 2e-4}
 JAX_ADAPTERS: dict[str, Callable[..., Any]] = {}
 
 
+# embedding: triplet_margin_with_distance_loss with the custom distances of
+# tests/fixtures/cases_embedding.py (module-level, so jit's static cache hits).
+def _cosine_distance(x, y, eps=1e-8):
+    """1 - torch.nn.functional.cosine_similarity(x, y, dim=-1) (for norms above eps)."""
+    nx = jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+    ny = jnp.maximum(jnp.linalg.norm(y, axis=-1, keepdims=True), eps)
+    return 1 - jnp.sum((x / nx) * (y / ny), axis=-1)
+
+
+def _l1_distance(x, y):
+    return jaxloss.pairwise_distance(x, y, p=1.0)
+
+
+JAX_ADAPTERS["triplet_margin_with_distance_loss_cosine"] = functools.partial(
+    jaxloss.triplet_margin_with_distance_loss, distance_function=_cosine_distance
+)
+JAX_ADAPTERS["triplet_margin_with_distance_loss_l1"] = functools.partial(
+    jaxloss.triplet_margin_with_distance_loss, distance_function=_l1_distance
+)
+
+
+def _ctc_loss_logits(logits, targets, input_lengths, target_lengths, **kwargs):
+    # torch's ctc backward is the logits gradient under a log_softmax (tests/fixtures/cases_ctc.py).
+    return jaxloss.ctc_loss(jax.nn.log_softmax(logits, axis=-1), targets, input_lengths, target_lengths, **kwargs)
+
+
+JAX_ADAPTERS["ctc_loss_logits"] = _ctc_loss_logits
+
+
 @dataclasses.dataclass(frozen=True)
 class FixtureCase:
     id: str
@@ -54,7 +83,7 @@ def load_cases(family: str) -> tuple[FixtureCase, ...]:
                 id=cid,
                 fn=e["fn"],
                 dtype=e["dtype"],
-                args=resolve(e["args"]),
+                args={k: resolve(e["args"])[k] for k in e.get("arg_order", e["args"])},
                 kwargs=resolve(e["kwargs"]),
                 out=data[f"{cid}|out"],
                 out_dtype=e["out_dtype"],

@@ -133,41 +133,29 @@ def test_vmap_of_k_dimensional_losses():
 # Gradients.
 
 
-@pytest.mark.parametrize(
-    "opts,extra",
-    [
-        pytest.param({}, (), id="2d-plain"),
-        pytest.param({"weight": True, "ignore": True, "label_smoothing": 0.2}, (), id="2d-all"),
-        pytest.param({"weight": True, "ignore": True, "label_smoothing": 0.2}, (3,), id="kdim-all"),
-    ],
-)
-def test_check_grads_class_indices(opts, extra):
-    # Includes the gradient w.r.t. weight, which torch does not implement for class indices.
-    x, t, w, _ = _data(5, n=4, c=4, extra=extra, dtype=np.float64)
-    if opts.get("ignore"):
-        t = _ignored(t)
-    kwargs = {k: v for k, v in opts.items() if k not in ("weight", "ignore")}
-    if opts.get("weight"):
-        _checks.assert_grads_float64(lambda x, t, w: L.cross_entropy(x, t, weight=w, **kwargs), (x, t, w))
-    else:
-        _checks.assert_grads_float64(lambda x, t: L.cross_entropy(x, t, **kwargs), (x, t))
+def test_check_grads_float64_every_path():
+    # One second-order check over the sum of every configuration (one set of derivative
+    # programs to compile). Each term is differentiated in input, weight and (for
+    # probability targets) target: the class-index weight gradient is one torch lacks.
+    x2, t2, w, p2 = _data(5, n=4, c=4, dtype=np.float64)
+    xk, tk, _, pk = _data(6, n=3, c=4, extra=(2,), dtype=np.float64)
+    t2i, tki = _ignored(t2), _ignored(tk)
 
+    def total(x2, w, p2, xk, pk):
+        ce, nll = L.cross_entropy, L.nll_loss
+        return (
+            ce(x2, t2)
+            + ce(x2, t2i, weight=w, label_smoothing=0.2)
+            + ce(xk, tki, weight=w, label_smoothing=0.2, reduction="sum")
+            + ce(x2[0], t2[1], weight=w, label_smoothing=0.3)  # unbatched
+            + ce(x2[1], p2[1], label_smoothing=0.3)  # unbatched probabilities
+            + ce(x2, p2, weight=w, label_smoothing=0.2)
+            + ce(xk, pk, weight=w, label_smoothing=0.2, reduction="sum")
+            + nll(xk, tki, weight=w)
+            + nll(x2, t2, reduction="sum")
+        )
 
-def test_check_grads_unbatched():
-    x, t, w, p = _data(6, dtype=np.float64)
-    _checks.assert_grads_float64(lambda x, w: L.cross_entropy(x, t[0], weight=w, label_smoothing=0.3), (x[0], w))
-    _checks.assert_grads_float64(lambda x, p: L.cross_entropy(x, p, label_smoothing=0.3), (x[0], p[0]))
-
-
-@pytest.mark.parametrize("extra", [(), (3,)], ids=["2d", "kdim"])
-def test_check_grads_probability_targets(extra):
-    x, _, w, p = _data(7, n=4, c=4, extra=extra, dtype=np.float64)
-    _checks.assert_grads_float64(lambda x, p, w: L.cross_entropy(x, p, weight=w, label_smoothing=0.2), (x, p, w))
-
-
-def test_check_grads_nll_loss():
-    x, t, w, _ = _data(8, n=4, c=4, extra=(2,), dtype=np.float64)
-    _checks.assert_grads_float64(lambda x, w: L.nll_loss(x, _ignored(t), weight=w), (x, w))
+    _checks.assert_grads_float64(total, (x2, w, p2, xk, pk))
 
 
 @pytest.mark.parametrize("opts", CLASS_OPTIONS)
@@ -245,12 +233,18 @@ def test_hessian_and_jacfwd_match_reference():
 # Masking and edge values.
 
 
-@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
-@pytest.mark.parametrize("opts", [{}, {"weight": True}, {"weight": True, "label_smoothing": 0.3}])
+@pytest.mark.parametrize(
+    "fn,opts",
+    [
+        ("cross_entropy", {}),
+        ("cross_entropy", {"weight": True}),
+        ("cross_entropy", {"weight": True, "label_smoothing": 0.3}),
+        ("nll_loss", {}),
+        ("nll_loss", {"weight": True}),
+    ],
+)
 def test_masked_entries_get_exactly_zero_gradients(fn, opts):
     x, t, w, _ = _data(13, extra=(2,))
-    if fn == "nll_loss" and "label_smoothing" in opts:
-        pytest.skip("nll_loss has no label_smoothing")
     t = t.at[1].set(-100).at[4, 0].set(-100)
     # Huge logits in an ignored row must not leak either.
     x = x.at[1].set(jnp.asarray([[1e30, -1e30], [0.0, 1e30], [3.0, -3.0], [1.0, 1.0], [-1e30, 2.0]]))
@@ -338,6 +332,20 @@ def test_any_integer_target_dtype(dt):
         want = L.cross_entropy(x, t, weight=w, label_smoothing=0.1)
         np.testing.assert_allclose(L.cross_entropy(x, np.asarray(t).astype(dt), weight=w, label_smoothing=0.1), want, rtol=1e-6)
         np.testing.assert_allclose(L.nll_loss(x, np.asarray(t).astype(dt)), L.nll_loss(x, t), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dt", [jnp.uint8, jnp.int8])
+def test_narrow_target_dtype_with_many_classes(dt):
+    # More classes than the target dtype can count: nothing may wrap around (C = 300
+    # in uint8 is 44; ignore_index -100 in uint8 is 156, a valid class here).
+    r = np.random.default_rng(27)
+    x = jnp.asarray(r.standard_normal((4, 300)), jnp.float32)
+    t = jnp.asarray([0, 156, 255, 44] if dt == jnp.uint8 else [0, 5, 120, 44], jnp.int32)
+    for fn in (L.cross_entropy, L.nll_loss):
+        v, g = jax.value_and_grad(lambda x: fn(x, t.astype(dt), reduction="sum"))(x)
+        v32, g32 = jax.value_and_grad(lambda x: fn(x, t, reduction="sum"))(x)
+        np.testing.assert_allclose(v, v32, rtol=1e-6)
+        np.testing.assert_allclose(g, g32, rtol=1e-6, atol=1e-9)
 
 
 def test_uint8_target_with_negative_ignore_index_is_never_ignored():

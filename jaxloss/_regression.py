@@ -1,0 +1,307 @@
+"""l1_loss, mse_loss, huber_loss and smooth_l1_loss with torch.nn.functional's semantics.
+
+Shared torch 2.13 behaviour, measured against torch itself:
+
+* ``input`` and ``target`` broadcast against each other (torch warns when their
+  shapes differ, and so does jaxloss); shapes that do not broadcast raise.
+* ``weight`` (l1/mse/huber) must have exactly ``input``'s shape (torch raises for
+  anything else, even a broadcastable shape); it multiplies the per-element loss.
+  l1/mse ``"mean"`` then divides by ``sum(weight)``; huber ``"mean"`` divides by
+  the number of elements.
+* Gradients: ``|d|`` has gradient 0 at ``d = 0`` (torch's ``sgn``), not JAX's 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from jaxloss import _validation as V
+from jaxloss._dtypes import compute_dtype, result_dtype
+from jaxloss._reduction import check_reduction, reduce
+
+
+def _abs(d: jax.Array) -> jax.Array:
+    """``|d|`` with torch's gradient ``sgn(d)`` (0 at 0; JAX's ``abs`` gives 1 there)."""
+    return jnp.where(d == 0, jnp.zeros_like(d), jnp.abs(d))
+
+
+def _check_pair(fn: str, input, target, *, bool_target: bool) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
+    """Validate input/target; return them and the broadcast shape (warning like torch when it differs)."""
+    input = V.as_array("input", input)
+    target = V.as_array("target", target)
+    V.require_floating("input", input)
+    kinds = (jnp.floating, jnp.integer) + ((jnp.bool_,) if bool_target else ())
+    if not any(jnp.issubdtype(target.dtype, k) for k in kinds):
+        allowed = "floating or integer" + (" or bool" if bool_target else "")
+        raise TypeError(f"target: expected a {allowed} array for {fn}, got dtype {target.dtype}")
+    try:
+        shape = tuple(np.broadcast_shapes(tuple(input.shape), tuple(target.shape)))
+    except ValueError:
+        raise ValueError(
+            f"target: shape {tuple(target.shape)} does not broadcast with input shape {tuple(input.shape)}"
+        ) from None
+    if target.shape != input.shape:
+        # torch 2.13 warns with these words and then broadcasts.
+        warnings.warn(
+            f"{fn}: using a target size {tuple(target.shape)} that is different to the input size "
+            f"{tuple(input.shape)}. This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            UserWarning,
+            stacklevel=4,  # the caller of l1_loss etc.
+        )
+    return input, target, shape
+
+
+def _check_weight(weight, input: jax.Array) -> jax.Array | None:
+    if weight is None:
+        return None
+    weight = V.as_array("weight", weight)
+    if not any(jnp.issubdtype(weight.dtype, k) for k in (jnp.floating, jnp.integer, jnp.bool_)):
+        raise TypeError(f"weight: expected a real array, got dtype {weight.dtype}")
+    V.require_shape("weight", weight, input.shape, context="(the input's shape; torch does not broadcast weight)")
+    return weight
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "reduction", "out_dtype"))
+def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype):
+    cdt = compute_dtype(result_dtype(x.dtype, t.dtype, None if weight is None else weight.dtype))
+    d = x.astype(cdt) - t.astype(cdt)
+    if kind == "l1":
+        loss = _abs(d)
+    elif kind == "mse":
+        loss = d * d
+    elif kind == "huber":
+        delta = jnp.asarray(param, cdt)
+        z = _abs(d)
+        loss = jnp.where(z < delta, 0.5 * d * d, delta * (z - 0.5 * delta))
+        V.debug_check(delta > 0, "delta: huber_loss needs delta > 0")
+        loss = jnp.where(delta > 0, loss, jnp.nan)
+    else:  # smooth_l1
+        beta = jnp.asarray(param, cdt)
+        z = _abs(d)
+        # beta = 0: ``z < 0`` never holds, so this is exactly |d| (torch's l1 path);
+        # the safe divisor keeps the unused branch's gradient finite.
+        safe_beta = jnp.where(beta == 0, jnp.ones_like(beta), beta)
+        loss = jnp.where(z < beta, 0.5 * d * d / safe_beta, z - 0.5 * beta)
+        V.debug_check(beta >= 0, "beta: smooth_l1_loss needs beta >= 0")
+        loss = jnp.where(beta >= 0, loss, jnp.nan)
+    if weight is None:
+        return reduce(loss, reduction, dtype=out_dtype)
+    w = weight.astype(cdt)
+    loss = loss * w
+    if kind == "huber" or reduction != "mean":
+        return reduce(loss, reduction, dtype=out_dtype)  # huber's weighted mean divides by numel
+    # torch divides plainly by sum(weight): every weight zero gives NaN in the value
+    # and in every gradient (0/0), which this reproduces (the helper's denominator
+    # guard is for masked losses whose gradient torch keeps finite).
+    return (reduce(loss, "sum") / jnp.sum(w)).astype(out_dtype)
+
+
+def _run(fn, kind, input, target, weight, param, reduction, *, bool_target=True):
+    check_reduction(reduction)
+    input, target, _ = _check_pair(fn, input, target, bool_target=bool_target)
+    weight = _check_weight(weight, input)
+    wdt = None if weight is None or not jnp.issubdtype(weight.dtype, jnp.floating) else weight.dtype
+    if kind == "huber":
+        # torch's huber kernel writes into an array of the input's dtype (then
+        # the weight, if any, promotes it).
+        out_dtype = result_dtype(input.dtype, wdt)
+    else:
+        tdt = target.dtype if jnp.issubdtype(target.dtype, jnp.floating) else None
+        out_dtype = result_dtype(input.dtype, tdt, wdt)
+    return _pointwise(input, target, weight, param, kind=kind, reduction=reduction, out_dtype=out_dtype)
+
+
+def l1_loss(
+    input: ArrayLike,
+    target: ArrayLike,
+    *,
+    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Mean absolute error, as ``torch.nn.functional.l1_loss`` (2.13), values and gradients.
+
+    .. math::
+        \ell_i = w_i\, |x_i - y_i|
+
+    with :math:`w_i = 1` without ``weight``. ``"mean"``: :math:`\sum_i \ell_i / n`
+    (:math:`n` elements) without weight, :math:`\sum_i \ell_i / \sum_i w_i` with
+    it; ``"sum"``: :math:`\sum_i \ell_i`. The gradient at :math:`x_i = y_i` is 0.
+
+    Args:
+      input: any shape ``(*)``, floating.
+      target: broadcastable with ``input`` (torch warns when the shapes differ,
+        and so does jaxloss); floating or integer.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      weight: optional per-element weights of exactly ``input``'s shape.
+
+    Returns:
+      ``"none"``: the broadcast shape of ``input`` and ``target``; otherwise a
+      scalar. dtype: ``input``'s promoted with floating ``target``/``weight``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> x, y = jnp.array([1.0, -2.0, 3.0]), jnp.array([0.5, 0.0, 3.5])
+      >>> round(float(jaxloss.l1_loss(x, y)), 4)
+      1.0
+      >>> round(float(jaxloss.l1_loss(x, y, weight=jnp.array([1.0, 0.0, 3.0]))), 4)
+      0.5
+
+    .. note::
+       torch also accepts an integer ``input`` with a floating ``target``; jaxloss
+       requires a floating ``input``. Every weight zero: the mean and its
+       gradients are NaN (0/0), as in torch.
+    """
+    return _run("l1_loss", "l1", input, target, weight, None, reduction, bool_target=False)
+
+
+def mse_loss(
+    input: ArrayLike,
+    target: ArrayLike,
+    *,
+    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Mean squared error, as ``torch.nn.functional.mse_loss`` (2.13), values and gradients.
+
+    .. math::
+        \ell_i = w_i\, (x_i - y_i)^2
+
+    with :math:`w_i = 1` without ``weight``. ``"mean"``: :math:`\sum_i \ell_i / n`
+    without weight, :math:`\sum_i \ell_i / \sum_i w_i` with it; ``"sum"``:
+    :math:`\sum_i \ell_i`.
+
+    Args:
+      input: any shape ``(*)``, floating.
+      target: broadcastable with ``input`` (torch warns when the shapes differ,
+        and so does jaxloss); floating, integer or bool.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      weight: optional per-element weights of exactly ``input``'s shape.
+
+    Returns:
+      ``"none"``: the broadcast shape of ``input`` and ``target``; otherwise a
+      scalar. dtype: ``input``'s promoted with floating ``target``/``weight``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> x, y = jnp.array([1.0, -2.0, 3.0]), jnp.array([0.5, 0.0, 3.5])
+      >>> round(float(jaxloss.mse_loss(x, y)), 4)
+      1.5
+      >>> round(float(jaxloss.mse_loss(x, y, weight=jnp.array([1.0, 0.0, 3.0]))), 4)
+      0.25
+
+    .. note::
+       torch also accepts an integer ``input`` with a floating ``target``; jaxloss
+       requires a floating ``input``. Every weight zero: the mean and its
+       gradients are NaN (0/0), as in torch.
+    """
+    return _run("mse_loss", "mse", input, target, weight, None, reduction)
+
+
+def huber_loss(
+    input: ArrayLike,
+    target: ArrayLike,
+    *,
+    reduction: str = "mean",
+    delta: float | ArrayLike = 1.0,
+    weight: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Huber loss, as ``torch.nn.functional.huber_loss`` (2.13), values and gradients.
+
+    .. math::
+        \ell_i = w_i \begin{cases}
+            \tfrac12 (x_i - y_i)^2 & |x_i - y_i| < \delta \\
+            \delta\,(|x_i - y_i| - \tfrac12 \delta) & \text{otherwise}
+        \end{cases}
+
+    ``"mean"``: :math:`\sum_i \ell_i / n` over the :math:`n` elements, **with or
+    without** ``weight`` (unlike l1/mse); ``"sum"``: :math:`\sum_i \ell_i`.
+
+    Args:
+      input: any shape ``(*)``, floating.
+      target: broadcastable with ``input`` (torch warns when the shapes differ,
+        and so does jaxloss); floating, integer or bool.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      delta: :math:`\delta > 0`; traced (changing it does not recompile).
+      weight: optional per-element weights of exactly ``input``'s shape.
+
+    Returns:
+      ``"none"``: the broadcast shape; otherwise a scalar. dtype: ``input``'s
+      (torch does not promote with ``target`` here), promoted with a floating
+      ``weight``.
+
+    Raises:
+      ValueError: ``delta <= 0`` (a concrete value), shapes that do not fit, an
+        unknown ``reduction``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> x, y = jnp.array([1.0, -2.0, 3.0]), jnp.array([0.5, 0.0, 3.5])
+      >>> round(float(jaxloss.huber_loss(x, y)), 4)
+      0.5833
+      >>> round(float(jaxloss.huber_loss(x, y, delta=2.0)), 4)
+      0.75
+
+    .. note::
+       A traced ``delta <= 0`` cannot raise inside ``jax.jit``: the result is NaN
+       (wrap in ``jax.experimental.checkify.checkify`` to get the error).
+       Every element is computed in at least float32 and the result cast once.
+    """
+    V.check_scalar("delta", delta, lo=0.0, lo_open=True)
+    return _run("huber_loss", "huber", input, target, weight, delta, reduction)
+
+
+def smooth_l1_loss(
+    input: ArrayLike,
+    target: ArrayLike,
+    *,
+    reduction: str = "mean",
+    beta: float | ArrayLike = 1.0,
+) -> jax.Array:
+    r"""Smooth L1 loss, as ``torch.nn.functional.smooth_l1_loss`` (2.13), values and gradients.
+
+    .. math::
+        \ell_i = \begin{cases}
+            \tfrac12 (x_i - y_i)^2 / \beta & |x_i - y_i| < \beta \\
+            |x_i - y_i| - \tfrac12 \beta & \text{otherwise}
+        \end{cases}
+
+    ``beta = 0`` is exactly :func:`l1_loss` (value and gradient). ``"mean"``:
+    :math:`\sum_i \ell_i / n`; ``"sum"``: :math:`\sum_i \ell_i`.
+
+    Args:
+      input: any shape ``(*)``, floating.
+      target: broadcastable with ``input`` (torch warns when the shapes differ,
+        and so does jaxloss); floating, integer or bool.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      beta: :math:`\beta \ge 0`; traced (changing it, to 0 included, does not
+        recompile).
+
+    Returns:
+      ``"none"``: the broadcast shape; otherwise a scalar, in ``input``'s dtype
+      promoted with a floating ``target``.
+
+    Raises:
+      ValueError: ``beta < 0`` (a concrete value), shapes that do not fit, an
+        unknown ``reduction``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> x, y = jnp.array([1.0, -2.0, 3.0]), jnp.array([0.5, 0.0, 3.5])
+      >>> round(float(jaxloss.smooth_l1_loss(x, y)), 4)
+      0.5833
+      >>> round(float(jaxloss.smooth_l1_loss(x, y, beta=0.0)), 4)
+      1.0
+
+    .. note::
+       A traced ``beta < 0`` cannot raise inside ``jax.jit``: the result is NaN
+       (wrap in ``jax.experimental.checkify.checkify`` to get the error).
+    """
+    V.check_scalar("beta", beta, lo=0.0)
+    return _run("smooth_l1_loss", "smooth_l1", input, target, None, beta, reduction)

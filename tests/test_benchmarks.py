@@ -1,0 +1,228 @@
+"""``python -m benchmarks``: the CLI runs, writes the JSON schema and the plots, and its
+options select what they say; every suite's implementations compute the same number.
+
+Tiny sizes only, and nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import cli, harness, suites
+
+# A size every suite understands (each suite keeps the keys it uses).
+TINY = {"N": 8, "V": 16, "C": 6, "D": 5, "C_ml": 4, "H": 4, "W": 4, "T": 12, "S": 3}
+RESULT_KEYS = {"loss", "variant", "impl", "mode", "size", "suite", "median_s", "min_s", "repeats", "value"}
+
+
+def _run(tmp_path, *args):
+    json_path = tmp_path / "out.json"
+    fast = ["--quick", "--repeats", "1", "--warmup", "0", "--min-time", "0", "--no-progress"]
+    rc = cli.main([*fast, "--out", str(tmp_path), "--json", str(json_path), *args])
+    doc = json.loads(json_path.read_text())
+    return rc, doc
+
+
+def _sizes(doc, loss):
+    return {tuple(sorted(r["size"].items())) for r in doc["results"] if r["loss"] == loss}
+
+
+@pytest.fixture(scope="module")
+def ce_run(tmp_path_factory):
+    """One tiny run of the cross_entropy suite at two sizes (shared by the schema tests)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    rc, doc = _run(tmp, "--only", "cross_entropy", "--sizes", "N=8,V=16", "N=16,V=16", "--modes", "value_and_grad")
+    return tmp, rc, doc
+
+
+def test_json_schema(ce_run):
+    _, rc, doc = ce_run
+    assert rc == 0, doc["errors"]
+    assert doc["schema_version"] == cli.SCHEMA_VERSION
+    assert doc["options"]["quick"] is True and doc["options"]["repeats"] == 1
+    env = doc["environment"]
+    for key in ("device", "platform", "device_kind", "cpu", "cpu_count", "versions"):
+        assert key in env, key
+    for lib in ("jax", "jaxlib", "optax", "numpy", "jaxloss"):
+        assert env["versions"][lib], lib
+    assert doc["errors"] == []
+    assert doc["mismatches"] == []  # jaxloss, optax and torch returned the same loss values
+    assert doc["results"], "no results"
+    for r in doc["results"]:
+        assert RESULT_KEYS <= set(r), RESULT_KEYS - set(r)
+        assert r["mode"] in ("value", "value_and_grad")
+        assert r["median_s"] > 0 and r["min_s"] <= r["median_s"]
+        if r["impl"] in ("jaxloss", "optax"):
+            assert r["compile_s"] > 0
+            assert isinstance(r["temp_bytes"], int) and r["temp_bytes"] >= 0
+    plain = [r for r in doc["results"] if r["loss"] == "cross_entropy" and r["impl"] == "jaxloss" and not r["variant"]]
+    assert len(plain) == 2
+    for r in plain:
+        assert math.isclose(r["ratios"]["optax"], r["median_s"] / _median(doc, r, "optax"))
+    smoothed = [r for r in doc["results"] if r["impl"] == "jaxloss" and r["variant"].startswith("label_smoothing")]
+    assert smoothed and all("plain" in r["ratios"] and "optax" in r["ratios"] for r in smoothed)
+    if harness.torch_available():
+        assert env["versions"]["torch"]
+        assert all("torch" in r["ratios"] for r in plain)
+
+
+def _median(doc, r, impl):
+    def key(o):
+        return o["loss"], o["variant"], o["mode"], o["size"]
+
+    (other,) = [o for o in doc["results"] if key(o) == key(r) and o["impl"] == impl]
+    return other["median_s"]
+
+
+def test_only_and_sizes_select(ce_run):
+    _, _, doc = ce_run
+    assert {r["loss"] for r in doc["results"]} == {"cross_entropy", "nll_loss"}
+    assert {r["suite"] for r in doc["results"]} == {"cross_entropy"}
+    assert _sizes(doc, "cross_entropy") == {(("N", 8), ("V", 16)), (("N", 16), ("V", 16))}
+    assert doc["options"]["sizes"] == [{"N": 8, "V": 16}, {"N": 16, "V": 16}]
+    assert {r["mode"] for r in doc["results"]} == {"value_and_grad"}
+
+
+def test_plots_written(ce_run):
+    tmp, _, doc = ce_run
+    png = tmp / "cross_entropy_time_vs_N.png"
+    assert str(png) in doc["plots"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # V does not vary in this run: no V plot
+    assert not (tmp / "cross_entropy_time_vs_V.png").exists()
+
+
+def test_only_a_loss_no_torch_no_plots(tmp_path):
+    args = ["--only", "nll_loss", "--sizes", "N=8,V=16", "--no-torch", "--no-plots", "--device", "cpu:0"]
+    rc, doc = _run(tmp_path, *args)
+    assert rc == 0, doc["errors"]
+    assert doc["environment"]["platform"] == "cpu" and doc["options"]["device"] == "cpu:0"
+    assert {r["loss"] for r in doc["results"]} == {"nll_loss"}
+    assert {r["impl"] for r in doc["results"]} == {"jaxloss"}
+    assert {r["mode"] for r in doc["results"]} == {"value", "value_and_grad"}
+    assert doc["options"]["torch"] is False and doc["plots"] == []
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_unknown_only_name(tmp_path, capsys):
+    rc = cli.main(["--only", "no_such_loss", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 2
+    assert "no_such_loss" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_unknown_device(tmp_path):
+    with pytest.raises(SystemExit, match="--device"):
+        cli.main(["--device", "cpu:7", "--only", "nll_loss", "--out", str(tmp_path), "--no-progress"])
+
+
+def test_bad_sizes_argument():
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--sizes", "N:8"])
+
+
+def test_table_lists_each_group(ce_run):
+    _, _, doc = ce_run
+    table = cli_report_table(doc)
+    assert "jl/optax" in table and "jl/torch" in table
+    groups = {(r["variant"], r["mode"], str(r["size"])) for r in doc["results"] if r["loss"] == "cross_entropy"}
+    assert table.count("cross_entropy") >= len(groups)
+
+
+def cli_report_table(doc):
+    from benchmarks import report
+
+    return report.format_table(doc["results"], doc["environment"], repeats=1, quick=True)
+
+
+def test_pick_sizes():
+    defaults = [{"N": 4, "D": 3}, {"N": 8, "D": 3}]
+    assert harness.pick_sizes(None, defaults) == defaults
+    assert harness.pick_sizes([{"N": 2, "V": 9}, {"N": 2}], defaults) == [{"N": 2, "D": 3}]
+
+
+def test_value_mismatches_detected():
+    rows = [
+        {"loss": "l", "variant": "", "mode": "value", "size": {"N": 1}, "impl": "jaxloss", "value": 1.0},
+        {"loss": "l", "variant": "", "mode": "value", "size": {"N": 1}, "impl": "optax", "value": 1.0 + 1e-7},
+        {"loss": "l", "variant": "", "mode": "value", "size": {"N": 2}, "impl": "jaxloss", "value": 1.0},
+        {"loss": "l", "variant": "", "mode": "value", "size": {"N": 2}, "impl": "torch", "value": 1.1},
+    ]
+    (bad,) = cli.value_mismatches(rows)
+    assert bad["size"] == {"N": 2} and bad["values"] == {"jaxloss": 1.0, "torch": 1.1}
+
+
+@pytest.mark.parametrize("suite", [s for s in suites.suite_names() if s != "cross_entropy"])  # ce_run covers it
+def test_implementations_agree(suite):
+    """Every case of a group (jaxloss, its optax equivalent, torch) gives the same value:
+    the suites time the same quantity. Losses not in jaxloss yet have no cases. Only
+    the value_and_grad cases run: under --quick every call (option variants included)
+    has one, and its value is the value-mode number."""
+    cases = [c for c in suites.load(suite).cases(True, [TINY]) if c.mode == "value_and_grad"]
+    harness.take_skips()
+    values: dict[str, dict[str, float]] = {}
+    for case in cases:
+        value = harness.loss_value(case.run())
+        assert value is not None, case.key
+        values.setdefault(case.group, {})[case.impl] = value
+    harness.release_data()
+    for group, by_impl in values.items():
+        rtol = 2e-2 if "bfloat16" in group else 1e-5  # bf16 inputs: torch and XLA round differently
+        ref = by_impl.get("torch", by_impl.get("jaxloss"))
+        for impl, v in by_impl.items():
+            assert np.isclose(v, ref, rtol=rtol, atol=1e-6), f"{group}: {impl} gives {v}, expected {ref}"
+
+
+def test_module_entry_point_lists_suites():
+    """``python -m benchmarks`` (the README's command) runs; --list builds cases only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--list", "--no-torch"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "cross_entropy: cross_entropy, nll_loss" in out.stdout
+
+
+def test_measure_repeats_until_min_time():
+    """``min_time`` adds calls until the timed calls add up to it, capped by ``max_repeats``;
+    warm-up calls are not timed."""
+    import time
+
+    calls = []
+
+    def run():
+        calls.append(1)
+        time.sleep(0.01)
+        return np.float32(2.5)
+
+    case = harness.BenchCase("l", "jaxloss", "value", {"N": 1}, run=run)
+    r = harness.measure(case, repeats=2, warmup=1, min_time=0.05)
+    assert 2 <= r["repeats"] <= 5 and len(calls) == r["repeats"] + 1
+    assert r["value"] == 2.5 and r["min_s"] <= r["median_s"]
+    assert harness.measure(case, repeats=2, warmup=0, min_time=60.0, max_repeats=4)["repeats"] == 4
+
+
+def test_measure_side_by_side_takes_turns():
+    """The implementations of a group are compiled and warmed up first, then timed in
+    turns (a, b, a, b, ...), each result with its own call count and value."""
+    log = []
+
+    def make(name, value):
+        def run():
+            log.append(name)
+            return np.float32(value)
+
+        return harness.BenchCase("l", name, "value", {"N": 1}, run=run, compile=lambda: log.append(f"compile {name}"))
+
+    ra, rb = harness.measure_side_by_side([make("a", 1.0), make("b", 2.0)], repeats=3, warmup=1)
+    assert log == ["compile a", "a", "compile b", "b"] + ["a", "b"] * 3
+    assert (ra["impl"], ra["value"], ra["repeats"]) == ("a", 1.0, 3)
+    assert (rb["impl"], rb["value"], rb["repeats"]) == ("b", 2.0, 3)

@@ -1,0 +1,323 @@
+"""cosine_embedding_loss, triplet_margin_loss, triplet_margin_with_distance_loss, pairwise_distance:
+torch parity, transformations, dtypes, traced hyper-parameters and bad input."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+import jaxloss
+from tests import _checks
+from tests._fixtures import _cosine_distance, assert_parity, case_params
+
+
+def _vecs(seed, *shapes):
+    r = np.random.default_rng(seed)
+    return [r.standard_normal(s).astype(np.float32) for s in shapes]
+
+
+def _signs(seed, n):
+    return np.where(np.random.default_rng(seed).uniform(size=n) < 0.5, -1, 1).astype(np.int32)
+
+
+@pytest.mark.parametrize("case", case_params("embedding"))
+def test_fixture_parity(case):
+    assert_parity(case)
+
+
+# Under an outer jit on the float64 cases (the strict tolerance): what jit can change
+# is the tracing path (checks on concrete values, Python branches), not the dtype.
+@pytest.mark.parametrize("case", [c for c in case_params("embedding") if c.id.endswith("/float64")])
+def test_fixture_parity_under_jit(case):
+    assert_parity(case, transform=jax.jit)
+
+
+# ---- jit / vmap ----
+
+
+def test_jit_matches_eager():
+    a, p, n = _vecs(0, (6, 4), (6, 4), (6, 4))
+    y = _signs(0, 6)
+    _checks.assert_jit_matches_eager(jaxloss.cosine_embedding_loss, a, p, y, margin=-0.2)
+    _checks.assert_jit_matches_eager(jaxloss.triplet_margin_loss, a, p, n, p=3.0, swap=True)
+    _checks.assert_jit_matches_eager(jaxloss.triplet_margin_with_distance_loss, a, p, n, swap=True)
+    _checks.assert_jit_matches_eager(jaxloss.pairwise_distance, a, p, p=1.0)
+
+
+def test_vmap_matches_none():
+    a, p, n = _vecs(1, (6, 4), (6, 4), (6, 4))
+    y = _signs(1, 6)
+    # per example: unbatched (D,) inputs with a 0-d target
+    _checks.assert_vmap_matches_none(jaxloss.cosine_embedding_loss, (a, p, y), (0, 0, 0), margin=-0.3)
+    _checks.assert_vmap_matches_none(jaxloss.triplet_margin_loss, (a, p, n), (0, 0, 0), margin=2.0, swap=True)
+    _checks.assert_vmap_matches_none(jaxloss.triplet_margin_loss, (a, p, n), (0, 0, 0), margin=2.0, p=1.5)
+    _checks.assert_vmap_matches_none(jaxloss.triplet_margin_with_distance_loss, (a, p, n), (0, 0, 0), margin=2.0)
+    _checks.assert_vmap_matches_none(
+        jaxloss.triplet_margin_with_distance_loss, (a, p, n), (0, 0, 0), distance_function=_cosine_distance, swap=True
+    )
+
+
+def test_vmap_over_a_batch_of_batches():
+    a, p, n = _vecs(2, (3, 5, 4), (3, 5, 4), (3, 5, 4))
+    got = jax.vmap(lambda x, y, z: jaxloss.triplet_margin_loss(x, y, z, margin=2.0, reduction="none"))(a, p, n)
+    np.testing.assert_allclose(got, jaxloss.triplet_margin_loss(a, p, n, margin=2.0, reduction="none"), rtol=1e-6)
+
+
+# ---- gradients ----
+
+
+def test_check_grads_cosine():
+    x1, x2 = _vecs(3, (4, 3), (4, 3))
+    y = _signs(3, 4)
+    # margin -1.5: cos - margin >= 0.5, away from the clamp; order 2 is smooth there.
+    _checks.assert_grads_float64(
+        lambda a, b: jaxloss.cosine_embedding_loss(a, b, y, margin=-1.5, reduction="none"), (x1, x2), order=2
+    )
+    _checks.assert_grads_float64(lambda a, b: jaxloss.cosine_embedding_loss(a, b, y), (x1, x2), order=1, modes=("rev",))
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, 0.7, math.inf])
+def test_check_grads_triplet(p):
+    a, pos, neg = _vecs(4, (3, 3), (3, 3), (3, 3))
+    # margin 10: the clamp is inactive; no zero differences, no max ties, no swap ties.
+    f = functools.partial(jaxloss.triplet_margin_loss, margin=10.0, p=p, swap=p == 2.0, reduction="none")
+    _checks.assert_grads_float64(f, (a, pos, neg), order=2)
+
+
+def test_check_grads_triplet_with_distance():
+    a, pos, neg = _vecs(5, (3, 3), (3, 3), (3, 3))
+    f = functools.partial(jaxloss.triplet_margin_with_distance_loss, margin=10.0, swap=True, reduction="none")
+    _checks.assert_grads_float64(f, (a, pos, neg), order=2)
+    f = functools.partial(
+        jaxloss.triplet_margin_with_distance_loss, distance_function=_cosine_distance, margin=3.0, reduction="none"
+    )
+    _checks.assert_grads_float64(f, (a, pos, neg), order=2)
+
+
+def test_zero_distance_and_zero_vector_gradients_are_finite():
+    # torch: a zero norm has gradient 0 (pairwise_distance) and a zero vector a finite
+    # cosine gradient (the fixtures hold torch's numbers); here every p and bf16 too.
+    a = jnp.array([[1.0, -2.0, 0.5]])
+    for p in (0.5, 2.0, math.inf, -1.0):  # the fixtures hold torch's gradients for the others
+        g = jax.grad(lambda x: jaxloss.triplet_margin_loss(x, a, a + 1, p=p, eps=0.0, margin=5.0))(a)
+        assert bool(jnp.all(jnp.isfinite(g))), p
+    z = jnp.zeros((1, 3))
+    g = jax.grad(lambda x, y: jaxloss.cosine_embedding_loss(x, y, jnp.array([1])), argnums=(0, 1))(z, z)
+    np.testing.assert_array_equal(g[0], 0.0)  # hand-derivable: prod = 0 and d prod/dx = y = 0
+    np.testing.assert_array_equal(g[1], 0.0)
+
+
+# ---- dtypes ----
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision(dtype):
+    a, p, n = (jnp.asarray(v, dtype) for v in _vecs(6, (6, 4), (6, 4), (6, 4)))
+    y = _signs(6, 6)
+    _checks.assert_low_precision(jaxloss.cosine_embedding_loss, (a, p, y), dtype, margin=-0.5)
+    _checks.assert_low_precision(jaxloss.triplet_margin_loss, (a, p, n), dtype, margin=3.0, swap=True)
+    _checks.assert_low_precision(jaxloss.triplet_margin_with_distance_loss, (a, p, n), dtype, margin=3.0)
+    _checks.assert_low_precision(jaxloss.pairwise_distance, (a, p), dtype)
+    g = jax.grad(lambda x: jaxloss.triplet_margin_loss(x, p, n, margin=3.0).astype(jnp.float32))(a)
+    assert g.dtype == dtype and bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
+
+
+# torch 2.13: mixed inputs promote; cosine's target dtype does not change the result's.
+@pytest.mark.parametrize(
+    "fn, dtypes, expected",
+    [
+        ("triplet_margin_loss", (jnp.bfloat16, jnp.float32, jnp.float32), jnp.float32),
+        ("triplet_margin_with_distance_loss", (jnp.bfloat16, jnp.float16, jnp.bfloat16), jnp.float32),
+        ("cosine_embedding_loss", (jnp.bfloat16, jnp.float32), jnp.float32),
+        ("cosine_embedding_loss", (jnp.float16, jnp.float16), jnp.float16),
+    ],
+)
+def test_mixed_dtypes_follow_torch(fn, dtypes, expected):
+    arrays = [jnp.asarray(v, d) for v, d in zip(_vecs(7, (3, 4), (3, 4), (3, 4)), dtypes)]
+    if fn == "cosine_embedding_loss":
+        arrays.append(jnp.array([1.0, -1.0, 1.0], jnp.float32))
+    assert getattr(jaxloss, fn)(*arrays).dtype == expected
+
+
+# ---- traced hyper-parameters ----
+
+
+def test_traced_hyperparameters_do_not_retrace():
+    a, p, n = _vecs(8, (6, 4), (6, 4), (6, 4))
+    y = _signs(8, 6)
+    _checks.assert_hyperparameter_is_traced(lambda m: jaxloss.cosine_embedding_loss(a, p, y, margin=m), [-0.5, 0.0, 0.4])
+    _checks.assert_hyperparameter_is_traced(lambda m: jaxloss.triplet_margin_loss(a, p, n, margin=m), [0.5, 1.0, 3.0])
+    _checks.assert_hyperparameter_is_traced(lambda e: jaxloss.triplet_margin_loss(a, p, n, eps=e), [0.0, 0.1, 0.5])
+    _checks.assert_hyperparameter_is_traced(
+        lambda m: jaxloss.triplet_margin_with_distance_loss(a, p, n, margin=m), [0.5, 1.0, 3.0]
+    )
+    _checks.assert_hyperparameter_is_traced(lambda e: jaxloss.pairwise_distance(a, p, eps=e), [0.0, 0.1])
+
+
+def test_same_distance_function_compiles_once():
+    a, p, n = _vecs(9, (6, 4), (6, 4), (6, 4))
+    chex.clear_trace_counter()
+
+    @chex.assert_max_traces(n=2)  # traced for d(a, p) and d(a, n) in the one compilation
+    def dist(x, y):
+        return jnp.sum(jnp.abs(x - y), axis=-1)
+
+    first = jaxloss.triplet_margin_with_distance_loss(a, p, n, distance_function=dist)
+    second = jaxloss.triplet_margin_with_distance_loss(a + 1, p, n, distance_function=dist)
+    assert float(first) != float(second)
+
+
+# ---- shapes ----
+
+
+def test_shapes_per_reduction():
+    a, p, n = _vecs(10, (6, 4), (6, 4), (6, 4))
+    y = _signs(10, 6)
+    for reduction, batched in (("none", (6,)), ("mean", ()), ("sum", ())):
+        chex.assert_shape(jaxloss.cosine_embedding_loss(a, p, y, reduction=reduction), batched)
+        chex.assert_shape(jaxloss.triplet_margin_loss(a, p, n, reduction=reduction), batched)
+        chex.assert_shape(jaxloss.triplet_margin_with_distance_loss(a, p, n, reduction=reduction), batched)
+    chex.assert_shape(jaxloss.cosine_embedding_loss(a[0], p[0], y[0], reduction="none"), ())
+    chex.assert_shape(jaxloss.cosine_embedding_loss(a, p[:1], y[:1], reduction="none"), (6,))
+    chex.assert_shape(jaxloss.triplet_margin_loss(a[0], p[0], n[0], reduction="none"), ())
+    chex.assert_shape(jaxloss.triplet_margin_loss(a[None], p[None], n[None], reduction="none"), (1, 6))
+    chex.assert_shape(jaxloss.triplet_margin_loss(a, p[:1], n, reduction="none"), (6,))
+    chex.assert_shape(jaxloss.pairwise_distance(a, p), (6,))
+    chex.assert_shape(jaxloss.pairwise_distance(a, p, keepdim=True), (6, 1))
+    chex.assert_shape(jaxloss.pairwise_distance(a[0], p), (6,))
+
+
+# ---- value semantics not in the fixtures ----
+
+
+def test_cosine_other_target_values_inside_jit_give_torchs_zero():
+    x1, x2 = _vecs(11, (3, 4), (3, 4))
+    # torch gives 0 for a target that is neither 1 nor -1 (measured); the eager call raises.
+    out = jax.jit(lambda t: jaxloss.cosine_embedding_loss(x1, x2, t, reduction="none"))(jnp.array([0, 2, 1]))
+    np.testing.assert_array_equal(out[:2], 0.0)
+    assert float(out[2]) > 0
+    err, _ = checkify.checkify(jax.jit(lambda t: jaxloss.cosine_embedding_loss(x1, x2, t)))(jnp.array([0, 1, 1]))
+    with pytest.raises(checkify.JaxRuntimeError, match="target"):
+        err.throw()
+
+
+def test_traced_margin_not_positive_gives_nan_or_checkify_error():
+    a, p, n = _vecs(12, (3, 4), (3, 4), (3, 4))
+    assert bool(jnp.isnan(jax.jit(lambda m: jaxloss.triplet_margin_loss(a, p, n, margin=m))(0.0)))
+    assert bool(jnp.isnan(jax.jit(lambda m: jaxloss.triplet_margin_with_distance_loss(a, p, n, margin=m))(-1.0)))
+    err, _ = checkify.checkify(jax.jit(lambda m: jaxloss.triplet_margin_loss(a, p, n, margin=m)))(-1.0)
+    with pytest.raises(checkify.JaxRuntimeError, match="margin"):
+        err.throw()
+
+
+def test_pairwise_distance_default_is_triplet_default():
+    a, p, n = _vecs(13, (6, 4), (6, 4), (6, 4))
+    np.testing.assert_array_equal(
+        jaxloss.triplet_margin_with_distance_loss(a, p, n, distance_function=jaxloss.pairwise_distance, reduction="none"),
+        jaxloss.triplet_margin_loss(a, p, n, reduction="none"),
+    )
+
+
+# ---- bad input (issue 3) ----
+
+
+@pytest.mark.parametrize("fn", ["triplet_margin_loss", "triplet_margin_with_distance_loss"])
+@pytest.mark.parametrize("margin", [0.0, -1.0])
+def test_triplet_margin_must_be_positive(fn, margin):
+    a = jnp.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"margin: expected a value in \(0.0, inf\]"):
+        getattr(jaxloss, fn)(a, a, a, margin=margin)
+
+
+@pytest.mark.parametrize("fn", ["triplet_margin_loss", "triplet_margin_with_distance_loss"])
+def test_triplet_inputs_of_different_ranks(fn):
+    a = jnp.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"positive: expected 2 dimensions like anchor \(shape \(2, 3\)\), got shape \(3,\)"):
+        getattr(jaxloss, fn)(a, a[0], a)
+    with pytest.raises(ValueError, match=r"negative: expected 2 dimensions like anchor"):
+        getattr(jaxloss, fn)(a, a, a[None])
+
+
+def test_triplet_shapes_that_do_not_broadcast():
+    a = jnp.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"negative: shape \(2, 4\) does not broadcast with anchor shape \(2, 3\)"):
+        jaxloss.triplet_margin_loss(a, a, jnp.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"positive: shape \(3, 3\) does not broadcast with anchor shape \(2, 3\)"):
+        jaxloss.triplet_margin_with_distance_loss(a, jnp.zeros((3, 3)), a)
+
+
+def test_triplet_static_options():
+    a = jnp.zeros((2, 3))
+    with pytest.raises(TypeError, match="p: expected a Python number"):
+        jaxloss.triplet_margin_loss(a, a, a, p=jnp.array(2.0))
+    with pytest.raises(ValueError, match="p: expected a number, got nan"):
+        jaxloss.triplet_margin_loss(a, a, a, p=float("nan"))
+    with pytest.raises(TypeError, match="swap: expected a bool"):
+        jaxloss.triplet_margin_loss(a, a, a, swap=1)
+    with pytest.raises(TypeError, match="eps: expected a real scalar"):
+        jaxloss.triplet_margin_loss(a, a, a, eps=jnp.ones(2))
+    with pytest.raises(TypeError, match="anchor: expected a floating-point array, got dtype int32"):
+        jaxloss.triplet_margin_loss(jnp.zeros((2, 3), jnp.int32), a, a)
+
+
+@pytest.mark.parametrize(
+    "fn, args",
+    [
+        ("triplet_margin_loss", 3),
+        ("triplet_margin_with_distance_loss", 3),
+        ("cosine_embedding_loss", 2),
+    ],
+)
+def test_unknown_reduction(fn, args):
+    a = jnp.ones((2, 3))
+    extra = [jnp.array([1, -1])] if fn == "cosine_embedding_loss" else []
+    with pytest.raises(ValueError, match="reduction: expected one of 'none', 'mean', 'sum', got 'batchmean'"):
+        getattr(jaxloss, fn)(*([a] * args + extra), reduction="batchmean")
+
+
+def test_distance_function_errors():
+    a = jnp.zeros((2, 3))
+    with pytest.raises(TypeError, match="distance_function: expected a callable or None, got str"):
+        jaxloss.triplet_margin_with_distance_loss(a, a, a, distance_function="euclidean")
+    with pytest.raises(TypeError, match="distance_function: expected it to return a floating array, got dtype int32"):
+        jaxloss.triplet_margin_with_distance_loss(
+            a, a, a, distance_function=lambda x, y: jnp.sum(x != y, axis=-1, dtype=jnp.int32)
+        )
+
+
+def test_cosine_bad_shapes():
+    x = jnp.ones((3, 4))
+    with pytest.raises(ValueError, match=r"target: expected 0 or 1 dimensions"):
+        jaxloss.cosine_embedding_loss(x, x, jnp.ones((3, 1)))
+    with pytest.raises(ValueError, match=r"input1: expected 2 dimensions \(N, D\) with a 1-d target, got shape \(4,\)"):
+        jaxloss.cosine_embedding_loss(x[0], x[0], jnp.array([1]))
+    with pytest.raises(ValueError, match=r"input2: expected 1 dimensions \(D,\) with a 0-d target, got shape \(3, 4\)"):
+        jaxloss.cosine_embedding_loss(x[0], x, jnp.array(1))
+    with pytest.raises(ValueError, match=r"input2: shape \(3, 5\) does not broadcast with input1 shape \(3, 4\)"):
+        jaxloss.cosine_embedding_loss(x, jnp.ones((3, 5)), jnp.ones(3))
+    with pytest.raises(ValueError, match=r"target: shape \(2,\) does not broadcast with the inputs' batch shape \(3,\)"):
+        jaxloss.cosine_embedding_loss(x, x, jnp.ones(2))
+
+
+def test_cosine_bad_target():
+    x = jnp.ones((3, 4))
+    with pytest.raises(ValueError, match="target: expected every value to be 1 or -1"):
+        jaxloss.cosine_embedding_loss(x, x, jnp.array([1, 0, -1]))
+    with pytest.raises(TypeError, match="target: expected an integer or floating array of 1 and -1, got dtype bool"):
+        jaxloss.cosine_embedding_loss(x, x, jnp.array([True, False, True]))
+    with pytest.raises(TypeError, match="input1: expected a floating-point array"):
+        jaxloss.cosine_embedding_loss(jnp.ones((3, 4), jnp.int32), x, jnp.array([1, 1, 1]))
+
+
+def test_pairwise_distance_bad_input():
+    with pytest.raises(ValueError, match=r"x2: shape \(2, 4\) does not broadcast with x1 shape \(2, 3\)"):
+        jaxloss.pairwise_distance(jnp.ones((2, 3)), jnp.ones((2, 4)))
+    with pytest.raises(TypeError, match="keepdim: expected a bool"):
+        jaxloss.pairwise_distance(jnp.ones((2, 3)), jnp.ones((2, 3)), keepdim=1)
