@@ -5,9 +5,11 @@ values and gradients.
 """
 
 from jaxloss._cross_entropy import cross_entropy, nll_loss
+from jaxloss._linear_cross_entropy import linear_cross_entropy
 
 __all__ = [
     "cross_entropy",
+    "linear_cross_entropy",
     "nll_loss",
 ]
 
