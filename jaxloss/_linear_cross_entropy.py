@@ -358,7 +358,9 @@ def linear_cross_entropy(
         documentation): ``"fused"`` computes gradients in the forward pass
         (fastest first-order path, forward mode supported); ``"checkpoint"``
         rematerialises each chunk under JAX's own autodiff. ``"auto"`` is
-        ``"fused"`` for ``"mean"``/``"sum"`` and ``"checkpoint"`` for ``"none"``.
+        ``"fused"`` for ``"mean"``/``"sum"`` and ``"checkpoint"`` for ``"none"``
+        (``"fused"`` with ``"none"`` also runs the checkpoint path). Both
+        support every transformation; forward mode needs no switch.
 
     Returns:
       ``"none"``: per-sample losses of shape ``(N,)``, ``(N, d_1, ..., d_K)`` or
