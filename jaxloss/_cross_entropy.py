@@ -34,6 +34,11 @@ def _check_class_target(fn: str, input: jax.Array, target: jax.Array) -> None:
             )
         )
     V.require_integer("target", target, "class indices")
+    if fn == "cross_entropy" and target.shape == input.shape:
+        raise TypeError(
+            f"target: class probabilities must be floating, got dtype {target.dtype} with the input's "
+            f"shape {tuple(input.shape)}; class indices have shape {tuple(expected)}"
+        )
     V.require_shape("target", target, expected, context=f"for input {tuple(input.shape)}")
 
 
@@ -55,51 +60,135 @@ def _check_indices_in_range(target, num_classes: int, ignore_index: int) -> None
     )
 
 
-def _log_normaliser(x: jax.Array, ax: int) -> tuple[jax.Array, jax.Array]:
-    """(m, s) with logsumexp(x) = m + s, m the max along ``ax`` (kept dims).
+def _row_max(x: jax.Array, ax: int) -> jax.Array:
+    """The row max in the compute dtype (taken in ``x``'s own dtype, where it is exact); 0 if not finite."""
+    m = jnp.max(x, axis=ax, keepdims=True).astype(compute_dtype(x.dtype))
+    return jnp.where(jnp.isfinite(m), m, 0)
 
-    ``m`` carries no gradient: every expression below is exactly independent of
-    the value of ``m``, so this is correct at every order. Writing ``lse - x_c``
-    as ``(m - x_c) + s`` keeps full precision for huge logits.
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _log_normaliser(x: jax.Array, ax: int) -> tuple[jax.Array, jax.Array]:
+    """(m, s) with logsumexp(x) = m + s along ``ax`` (kept dims, compute dtype), m the row max.
+
+    Every loss below uses ``m`` only in combinations that are exactly
+    independent of its value (``(m - x_c) + s``), so ``m`` carries a zero
+    tangent and ``s`` the tangent of the full log-normaliser,
+    :math:`\\sum_c p_c\\,dx_c`. Writing ``lse - x_c`` as ``(m - x_c) + s`` keeps
+    full precision for huge logits.
+
+    The rule is a ``custom_jvp`` rather than autodiff of ``log(sum(exp))``: its
+    tangent is linear in ``dx`` with the transpose ``p * g`` (element-wise), so
+    under ``jit`` XLA computes the whole input gradient in one fused sweep over
+    the logits, with no scatter. Forward mode and higher orders work because the
+    rule is itself differentiable.
     """
-    m = jax.lax.stop_gradient(jnp.max(x, axis=ax, keepdims=True))
-    m = jnp.where(jnp.isfinite(m), m, 0)
-    s = jnp.log(jnp.sum(jnp.exp(x - m), axis=ax, keepdims=True))
+    m = _row_max(x, ax)
+    s = jnp.log(jnp.sum(jnp.exp(x.astype(m.dtype) - m), axis=ax, keepdims=True))
     return m, s
 
 
+@_log_normaliser.defjvp
+def _log_normaliser_jvp(ax, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    # The primal is recomputed here (not by calling _log_normaliser) so that the
+    # softmax can share exp(x - m) with s. m is stopped so that differentiating this
+    # rule again (second order) sees the same zero tangent for m.
+    m = jax.lax.stop_gradient(_row_max(x, ax))
+    xc = x.astype(m.dtype)
+    e = jnp.exp(xc - m)
+    z = jnp.sum(e, axis=ax, keepdims=True)
+    s = jnp.log(z)
+    if xc.dtype == x.dtype:
+        # XLA keeps exp(x - m) for the backward and writes the gradient into it in place.
+        p = e / z
+    else:
+        # A narrower input (bf16/f16): recompute exp in the backward sweep rather than
+        # keep an (N, C) float32 buffer alive.
+        p = jnp.exp((xc - m) - s)
+    return (m, s), (jnp.zeros_like(m), jnp.sum(p * dx.astype(m.dtype), axis=ax, keepdims=True))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _pick(x: jax.Array, idx: jax.Array, ax: int) -> jax.Array:
+    """``x[..., idx, ...]`` along ``ax`` (a gather), for in-range ``idx``.
+
+    Its tangent is written as a one-hot masked sum, whose transpose is an
+    element-wise select: the gradient needs no scatter and fuses with the rest
+    of the backward sweep.
+    """
     return jnp.take_along_axis(x, jnp.expand_dims(idx, ax), axis=ax).squeeze(ax)
+
+
+@_pick.defjvp
+def _pick_jvp(ax, primals, tangents):
+    x, idx = primals
+    dx = tangents[0]
+    hit = jax.lax.broadcasted_iota(idx.dtype, x.shape, ax) == jnp.expand_dims(idx, ax)
+    return _pick(x, idx, ax), jnp.sum(jnp.where(hit, dx, 0), axis=ax)
 
 
 def _class_weight_view(weight: jax.Array, ndim: int, ax: int) -> jax.Array:
     return weight.reshape((-1,) + (1,) * (ndim - ax - 1))
 
 
+def _smoothing_sum(x, m, s, picked, weight, ax):
+    """:math:`\\sum_c w_c (-\\log p_c)` per sample (:math:`w \\equiv 1` without weight).
+
+    It equals :math:`W (m + s - r) - \\sum_c w_c (x_c - r)`, :math:`W = \\sum_c w_c`,
+    for any per-row shift :math:`r`. The shift and the way of summing are chosen
+    so that XLA reads the logits without materialising another ``(N, C)`` buffer
+    (measured on CPU, see issue 6):
+
+    - float32/64 input: :math:`r` is the picked logit (when finite), which keeps
+      the sum precise for huge, close logits; the plain sum reads ``x`` directly,
+      the weighted one is a mat-vec (a broadcast weight would be materialised).
+    - bf16/f16 input: :math:`r = m`, so the float32 ``x - m`` that the normaliser
+      materialises is reused.
+
+    :math:`r` carries no gradient: its terms cancel exactly.
+    """
+    cdt = m.dtype
+    narrow = x.dtype != cdt
+    xc = x.astype(cdt)
+    r = m if narrow else jax.lax.stop_gradient(jnp.where(jnp.isfinite(picked), picked, m))
+    shifted = xc - jnp.expand_dims(r, ax)
+    class_last = ax == x.ndim - 1
+    if weight is None:
+        return x.shape[ax] * ((m - r) + s) - jnp.sum(shifted, axis=ax)
+    wc = weight.astype(cdt)
+    total = jnp.sum(wc)
+    if class_last and not narrow:
+        # The shift is applied after the sum here; the huge, close logit fixtures
+        # confirm float32 parity.
+        wsum = jnp.matmul(xc, wc, precision=jax.lax.Precision.HIGHEST) - r * total
+    elif class_last:
+        wsum = jnp.matmul(shifted, wc, precision=jax.lax.Precision.HIGHEST)
+    else:
+        wsum = jnp.sum(_class_weight_view(wc, x.ndim, ax) * shifted, axis=ax)
+    return total * ((m - r) + s) - wsum
+
+
 @functools.partial(jax.jit, static_argnames=("ignore_index", "reduction", "out_dtype"))
 def _cross_entropy_indices(x, target, weight, label_smoothing, *, ignore_index, reduction, out_dtype):
     ax = _class_axis(x)
     C = x.shape[ax]
-    x = x.astype(compute_dtype(x.dtype))
-    m, s = _log_normaliser(x, ax)
+    m, s = _log_normaliser(x, ax)  # from x in its own dtype: no float32 copy of x is kept
+    m, s = m.squeeze(ax), s.squeeze(ax)
     active = target != ignore_index
     in_range = (target >= 0) & (target < C)
     safe = jnp.where(active & in_range, target, 0)
-    nll = (_pick(m - x, safe, ax) + s.squeeze(ax))  # -log p[target]
-    w_t = jnp.ones_like(nll) if weight is None else weight.astype(x.dtype)[safe]
+    picked = _pick(x, safe, ax).astype(m.dtype)
+    nll = (m - picked) + s  # -log p[target], precise for huge logits
+    w_t = jnp.ones_like(nll) if weight is None else weight.astype(m.dtype)[safe]
     w_t = jnp.where(active, w_t, 0)
     loss = w_t * nll
     if label_smoothing is not None:
-        eps = jnp.asarray(label_smoothing, x.dtype)
-        # sum_c w_c * (-log p_c) = sum_c w_c (m - x_c) + s * sum_c w_c
-        if weight is None:
-            smooth = jnp.sum(m - x, axis=ax) + C * s.squeeze(ax)
-        else:
-            wv = _class_weight_view(weight.astype(x.dtype), x.ndim, ax)
-            smooth = jnp.sum(wv * (m - x), axis=ax) + jnp.sum(wv) * s.squeeze(ax)
-        loss = (1 - eps) * loss + (eps / C) * jnp.where(active, smooth, 0)
+        eps = jnp.asarray(label_smoothing, m.dtype)
+        loss = (1 - eps) * loss + (eps / C) * _smoothing_sum(x, m, s, picked, weight, ax)
     V.debug_check(jnp.all(in_range | ~active), f"target: class index out of range [0, {C}) (and not ignore_index)")
-    loss = jnp.where(active & ~in_range, jnp.nan, loss)
+    # Ignored entries are selected away (not multiplied by a zero weight), so they get
+    # exactly-zero gradients even when "mean" divides by a zero total weight.
+    loss = jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0)
     return reduce(loss, reduction, denominator=jnp.sum(w_t), dtype=out_dtype)
 
 
@@ -132,73 +221,106 @@ def cross_entropy(
 ) -> jax.Array:
     r"""Cross entropy between unnormalised logits and class indices or class probabilities.
 
-    Equals ``torch.nn.functional.cross_entropy`` (2.13) in value and gradient.
+    Equals ``torch.nn.functional.cross_entropy`` (torch 2.13) in value and in the
+    gradient with respect to ``input`` (and ``target`` and ``weight`` for
+    probability targets).
 
-    With class-index targets :math:`y_n` and smoothing :math:`\varepsilon`:
+    With class-index targets :math:`y_n` and smoothing :math:`\varepsilon`, per
+    sample :math:`n` (a position in ``(N, d_1, ..., d_K)``):
 
     .. math::
         \ell_n = (1-\varepsilon)\, w_{y_n} (-\log p_{n,y_n})
-                 + \frac{\varepsilon}{C} \sum_c w_c (-\log p_{n,c}),
+                 + \frac{\varepsilon}{C} \sum_{c=1}^{C} w_c (-\log p_{n,c}),
         \qquad p_{n,c} = \operatorname{softmax}(x_n)_c,
 
-    and :math:`\ell_n = 0` where :math:`y_n` = ``ignore_index``. ``"mean"``
-    divides :math:`\sum_n \ell_n` by :math:`\sum_n w_{y_n}` over the targets that
-    are not ignored (the number of them without ``weight``); if every target is
-    ignored the mean is NaN, the sum is 0 and the gradient is zero.
-
-    With probability targets :math:`t_{n,c}`, smoothed to
-    :math:`(1-\varepsilon) t_{n,c} + \varepsilon / C`:
+    with :math:`w \equiv 1` without ``weight``, and :math:`\ell_n = 0` where
+    :math:`y_n` = ``ignore_index``. Reductions:
 
     .. math::
-        \ell_n = -\sum_c w_c\, t_{n,c} \log p_{n,c},
+        \text{none: } (\ell_n)_n, \qquad \text{sum: } \sum_n \ell_n, \qquad
+        \text{mean: } \frac{\sum_n \ell_n}{\sum_{n:\, y_n \ne \text{ignore\_index}} w_{y_n}},
 
-    and ``"mean"`` divides by the number of samples :math:`N d_1 \cdots d_K`
-    (not by the weights).
+    so the weighted mean divides by the weights of the targets that take part (the
+    number of them without ``weight``), in both terms; if every target is ignored
+    the mean is NaN (0/0), the sum is 0 and the gradient is zero.
+
+    With probability targets :math:`t_{n,c}`, smoothed to
+    :math:`(1-\varepsilon)\, t_{n,c} + \varepsilon / C`:
+
+    .. math::
+        \ell_n = -\sum_{c=1}^{C} w_c\, t_{n,c} \log p_{n,c},
+
+    and ``"mean"`` divides :math:`\sum_n \ell_n` by the number of samples
+    :math:`N d_1 \cdots d_K` (not by the weights).
+
+    :math:`-\log p_{n,c}` is computed as :math:`(m_n - x_{n,c}) + \log\sum_c
+    e^{x_{n,c} - m_n}` with :math:`m_n` the row maximum, in at least float32, so
+    logits of any magnitude are exact to rounding and nothing of shape ``input``
+    but the gradient is materialised: the gradient ``softmax - one_hot`` is a
+    single fused pass (custom JVP rules; forward mode, ``jax.hessian`` and
+    higher orders work).
 
     Args:
-      input: logits of shape ``(C,)``, ``(N, C)`` or ``(N, C, d_1, ..., d_K)``;
-        any floating dtype (computed in at least float32).
-      target: class indices of shape ``()``, ``(N,)`` or ``(N, d_1, ..., d_K)``,
-        any integer dtype, each in ``[0, C)`` or equal to ``ignore_index``; or
-        class probabilities with the input's shape, floating.
-      weight: optional class weights of shape ``(C,)``.
-      ignore_index: a class-index target value that contributes nothing (class
-        targets only).
+      input: logits of shape ``(C,)``, ``(N, C)`` or ``(N, C, d_1, ..., d_K)``
+        (the class axis is 0 for 1-D input, else 1); any floating dtype.
+      target: class indices of shape ``()``, ``(N,)`` or ``(N, d_1, ..., d_K)``
+        (``input`` without the class axis), of any integer dtype, each in
+        ``[0, C)`` or equal to ``ignore_index``; or class probabilities of
+        ``input``'s shape, floating (not checked to sum to 1, as in torch).
+      weight: optional class weights of shape ``(C,)``, floating.
+      ignore_index: a class-index value whose targets contribute nothing (any
+        int, negative included; class-index targets only).
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
-      label_smoothing: :math:`\varepsilon \in [0, 1]`; traced, so changing it does
-        not recompile (a literal ``0.0`` compiles a path without the smoothing term).
+      label_smoothing: :math:`\varepsilon \in [0, 1]`, a float or a traced
+        scalar: changing it does not recompile (a literal ``0.0`` compiles a path
+        without the smoothing term).
 
     Returns:
-      ``"none"``: the per-sample loss, shaped like the class-index target
-      (``input`` without the class axis); ``"mean"``/``"sum"``: a scalar. The dtype
-      is torch's: the promoted floating dtype of ``input`` (and of ``weight`` and
-      probability targets).
+      ``"none"``: the per-sample losses, of shape ``input`` without the class
+      axis (``()`` for a ``(C,)`` input); ``"mean"`` and ``"sum"``: a scalar. The
+      dtype is torch's: the promoted floating dtype of ``input``, ``weight`` and
+      probability targets (bf16 in, bf16 out).
 
     Raises:
-      TypeError: ``target`` of the wrong kind (float where indices are expected).
-      ValueError: shapes that do not fit, an unknown ``reduction``,
-        ``label_smoothing`` outside [0, 1], ``ignore_index`` with probability
-        targets, or (when the arrays are concrete) a class index out of range.
+      TypeError: ``input`` not floating; ``target`` of the wrong kind (floating
+        where class indices are expected, integer where probabilities are);
+        ``weight`` not floating; ``ignore_index`` not an int.
+      ValueError: a ``target`` or ``weight`` shape that does not fit ``input``, an
+        unknown ``reduction``, ``label_smoothing`` outside [0, 1], ``ignore_index``
+        set with probability targets, or (concrete arrays only) a class index out
+        of range.
 
     Example:
       >>> import jax.numpy as jnp, jaxloss
       >>> logits = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
-      >>> round(float(jaxloss.cross_entropy(logits, jnp.array([0, 2]))), 4)
+      >>> print(f"{jaxloss.cross_entropy(logits, jnp.array([0, 2])):.4f}")
       0.1755
-      >>> round(float(jaxloss.cross_entropy(logits, jnp.array([0, -100]))), 4)
+      >>> print(f"{jaxloss.cross_entropy(logits, jnp.array([0, -100])):.4f}")
       0.2413
+      >>> per_sample = jaxloss.cross_entropy(logits, jnp.array([0, 2]), reduction="none")
+      >>> print([f"{v:.4f}" for v in per_sample])
+      ['0.2413', '0.1096']
+      >>> w = jnp.array([1.0, 2.0, 0.5])
+      >>> print(f"{jaxloss.cross_entropy(logits, jnp.array([0, 2]), weight=w, label_smoothing=0.1):.4f}")
+      0.4938
+      >>> probs = jnp.array([[0.8, 0.2, 0.0], [0.0, 0.5, 0.5]])
+      >>> print(f"{jaxloss.cross_entropy(logits, probs):.4f}")
+      1.0255
 
     .. note::
-       Inside ``jax.jit`` values cannot raise: an out-of-range class index makes
-       the result NaN (never a silently wrong number). Wrap the call in
-       ``jax.experimental.checkify.checkify`` to get the error instead.
+       Out-of-range class indices: on concrete arrays jaxloss raises
+       ``ValueError`` (torch raises ``IndexError``). Inside ``jax.jit`` values
+       cannot raise: the affected loss entries (and so the mean and sum) are NaN,
+       never a silently wrong number. To get the error inside ``jit``, use
+       ``jax.experimental.checkify.checkify(jax.jit(jaxloss.cross_entropy))``.
 
     .. note::
-       torch ignores ``ignore_index`` when the targets are probabilities; jaxloss
-       raises ``ValueError`` if it is set to anything but the default. torch
-       requires ``weight`` to have the input's dtype; jaxloss promotes them.
-       ``weight`` is differentiable here (torch implements no gradient for it
-       with class-index targets).
+       Deliberate differences from torch: jaxloss accepts class indices of any
+       integer dtype (torch only int64 and uint8); promotes mixed floating dtypes
+       of ``input``, ``weight`` and probability targets (torch's kernel refuses
+       them); rejects a negative ``label_smoothing`` (torch silently accepts it);
+       and differentiates ``weight`` for class-index targets as well (torch
+       implements no gradient there).
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)
@@ -239,9 +361,8 @@ def _nll_loss(x, target, weight, *, ignore_index, reduction, out_dtype):
     picked = _pick(x, safe, ax)
     w_t = jnp.ones_like(picked) if weight is None else weight.astype(x.dtype)[safe]
     w_t = jnp.where(active, w_t, 0)
-    loss = jnp.where(active, -w_t * picked, 0)
     V.debug_check(jnp.all(in_range | ~active), f"target: class index out of range [0, {C}) (and not ignore_index)")
-    loss = jnp.where(active & ~in_range, jnp.nan, loss)
+    loss = jnp.where(active, jnp.where(in_range, -w_t * picked, jnp.nan), 0)
     return reduce(loss, reduction, denominator=jnp.sum(w_t), dtype=out_dtype)
 
 
@@ -255,38 +376,58 @@ def nll_loss(
 ) -> jax.Array:
     r"""Negative log-likelihood of class indices under log-probabilities.
 
-    Equals ``torch.nn.functional.nll_loss`` (2.13) in value and gradient.
+    Equals ``torch.nn.functional.nll_loss`` (torch 2.13) in value and in the
+    gradient with respect to ``input``. Per sample :math:`n` (a position in
+    ``(N, d_1, ..., d_K)``):
 
     .. math::
-        \ell_n = -w_{y_n} x_{n, y_n}, \qquad \ell_n = 0 \text{ where } y_n = \text{ignore\_index}.
+        \ell_n = -w_{y_n}\, x_{n, y_n}, \qquad \ell_n = 0 \text{ where } y_n = \text{ignore\_index},
 
-    ``"mean"`` divides :math:`\sum_n \ell_n` by :math:`\sum_n w_{y_n}` over the
-    targets that are not ignored (NaN if all are ignored, with a zero gradient).
-    ``nll_loss(log_softmax(x), y) == cross_entropy(x, y)``.
+    with :math:`w \equiv 1` without ``weight``. Reductions:
+
+    .. math::
+        \text{none: } (\ell_n)_n, \qquad \text{sum: } \sum_n \ell_n, \qquad
+        \text{mean: } \frac{\sum_n \ell_n}{\sum_{n:\, y_n \ne \text{ignore\_index}} w_{y_n}};
+
+    if every target is ignored the mean is NaN (0/0), the sum is 0 and the
+    gradient is zero. ``nll_loss(log_softmax(x), y)`` equals
+    ``cross_entropy(x, y)``.
 
     Args:
-      input: log-probabilities of shape ``(C,)``, ``(N, C)`` or
-        ``(N, C, d_1, ..., d_K)``.
+      input: log-probabilities (any real numbers are accepted, as in torch) of
+        shape ``(C,)``, ``(N, C)`` or ``(N, C, d_1, ..., d_K)``; floating.
       target: class indices of shape ``()``, ``(N,)`` or ``(N, d_1, ..., d_K)``,
-        any integer dtype.
-      weight: optional class weights of shape ``(C,)``.
-      ignore_index: a target value that contributes nothing.
+        of any integer dtype, each in ``[0, C)`` or equal to ``ignore_index``.
+      weight: optional class weights of shape ``(C,)``, floating.
+      ignore_index: a target value that contributes nothing (any int).
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
-      ``"none"``: per-sample losses shaped like ``target``; otherwise a scalar,
-      in the promoted floating dtype of ``input`` and ``weight``.
+      ``"none"``: per-sample losses shaped like ``target``; ``"mean"`` and
+      ``"sum"``: a scalar; in the promoted floating dtype of ``input`` and
+      ``weight`` (bf16 in, bf16 out).
+
+    Raises:
+      TypeError: ``input``/``weight`` not floating, ``target`` not integer,
+        ``ignore_index`` not an int.
+      ValueError: a ``target`` or ``weight`` shape that does not fit ``input``, an
+        unknown ``reduction``, or (concrete arrays only) a class index out of range.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxloss
       >>> logp = jax.nn.log_softmax(jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]]))
-      >>> round(float(jaxloss.nll_loss(logp, jnp.array([0, 2]))), 4)
+      >>> print(f"{jaxloss.nll_loss(logp, jnp.array([0, 2])):.4f}")
       0.1755
+      >>> print(f"{jaxloss.nll_loss(logp, jnp.array([0, 2]), weight=jnp.array([1.0, 2.0, 0.5])):.4f}")
+      0.1974
 
     .. note::
-       Out-of-range class indices raise ``ValueError`` on concrete arrays and make
-       the result NaN inside ``jax.jit`` (use ``checkify`` to get the error).
-       ``weight`` is differentiable here; torch implements no gradient for it.
+       Out-of-range class indices raise ``ValueError`` on concrete arrays (torch
+       raises ``IndexError``) and make the affected entries NaN inside
+       ``jax.jit``; ``checkify.checkify`` reports them as errors. Deliberate
+       differences from torch: any integer dtype for ``target`` (torch: int64 and
+       uint8), mixed floating dtypes are promoted, and ``weight`` is
+       differentiable (torch implements no gradient for it).
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)
@@ -324,23 +465,21 @@ def _class_index_weights(target, weight, num_classes: int, ignore_index: int, dt
 def _class_index_losses(x, target, weight, label_smoothing, *, ignore_index: int):
     """Per-sample cross_entropy losses (class-index targets), before reduction.
 
-    Returns ``(loss, w_t)``; ``loss`` is NaN where a target that is not ignored is
-    out of range (as in :func:`cross_entropy`).
+    The math of :func:`_cross_entropy_indices`. Returns ``(loss, w_t)``; ``loss``
+    is NaN where a target that is not ignored is out of range, and ignored
+    samples are selected away (exactly-zero gradients).
     """
     ax = _class_axis(x)
     C = x.shape[ax]
     m, s = _log_normaliser(x, ax)
-    active, in_range, safe, w_t = _class_index_weights(target, weight, C, ignore_index, x.dtype)
-    loss = w_t * (_pick(m - x, safe, ax) + s.squeeze(ax))
+    m, s = m.squeeze(ax), s.squeeze(ax)
+    active, in_range, safe, w_t = _class_index_weights(target, weight, C, ignore_index, m.dtype)
+    picked = _pick(x, safe, ax).astype(m.dtype)
+    loss = w_t * ((m - picked) + s)
     if label_smoothing is not None:
-        eps = jnp.asarray(label_smoothing, x.dtype)
-        if weight is None:
-            smooth = jnp.sum(m - x, axis=ax) + C * s.squeeze(ax)
-        else:
-            wv = _class_weight_view(weight.astype(x.dtype), x.ndim, ax)
-            smooth = jnp.sum(wv * (m - x), axis=ax) + jnp.sum(wv) * s.squeeze(ax)
-        loss = (1 - eps) * loss + (eps / C) * jnp.where(active, smooth, 0)
-    return jnp.where(active & ~in_range, jnp.nan, loss), w_t
+        eps = jnp.asarray(label_smoothing, m.dtype)
+        loss = (1 - eps) * loss + (eps / C) * _smoothing_sum(x, m, s, picked, weight, ax)
+    return jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0), w_t
 
 
 def _probability_losses(x, target, weight, label_smoothing):

@@ -106,11 +106,15 @@ def _logits(core: _Core, x_c, W2, b2):
 
 def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c):
     """Per-sample losses ``(rows, P)`` of one chunk, zero on padding rows."""
+    rows = z.shape[0]
+    if core.P == 1:  # (rows, C) logits: cross_entropy's class-last layout
+        z = z.reshape(rows, core.C)
+        t_c = t_c.reshape((rows, core.C) if core.probs else (rows,))
     if core.probs:
         loss = _probability_losses(z, t_c, cw, eps)
     else:
         loss, _ = _class_index_losses(z, t_c, cw, eps, ignore_index=core.ignore_index)
-    return jnp.where(valid_c[:, None], loss, 0)
+    return jnp.where(valid_c[:, None], loss.reshape(rows, core.P), 0)
 
 
 # --- "checkpoint": the chunked forward under jax.checkpoint, JAX's autodiff --------
@@ -294,6 +298,9 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
     total = _fused_sum(core, xs, W2, b2, cw, eps, ts, valid)
     if denominator is None:  # probability targets: "mean" divides by the number of samples
         denominator = jnp.asarray(N * core.P, cdt)
+    # Every target ignored: torch's NaN mean has a zero gradient. reduce() sends an
+    # infinite cotangent to the sum then, which must not meet the (zero) gradients.
+    total = jnp.where(denominator == 0, jax.lax.stop_gradient(total), total)
     return reduce(total, spec.reduction, denominator=denominator, dtype=spec.out_dtype)
 
 

@@ -57,7 +57,7 @@ def reduce(
         zero = denominator == 0
         out = jnp.where(
             zero,
-            jax.lax.stop_gradient(total / denominator),  # torch: NaN/inf value, zero gradient
+            total / jax.lax.stop_gradient(denominator),
             total / jnp.where(zero, jnp.ones_like(denominator), denominator),
         )
     return out if dtype is None else out.astype(dtype)

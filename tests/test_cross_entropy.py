@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-import jax
-import pytest
+import functools
 
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+import jaxloss as L
+from tests import _checks
 from tests._fixtures import assert_parity, case_params
+
+REDUCTIONS = ("none", "mean", "sum")
 
 
 @pytest.mark.parametrize("case", case_params("cross_entropy"))
@@ -16,3 +26,439 @@ def test_fixture_parity(case):
 @pytest.mark.parametrize("case", case_params("cross_entropy"))
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
+
+
+# ---------------------------------------------------------------------------
+# Small seeded inputs.
+
+
+def _data(seed=0, n=6, c=5, extra=(), dtype=np.float32):
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((n, c) + extra).astype(dtype)
+    t = r.integers(0, c, (n,) + extra).astype(np.int32)
+    w = r.uniform(0.2, 2.0, c).astype(dtype)
+    e = np.exp(r.standard_normal((n, c) + extra))
+    p = (e / e.sum(axis=1, keepdims=True)).astype(dtype)
+    return jnp.asarray(x), jnp.asarray(t), jnp.asarray(w), jnp.asarray(p)
+
+
+def _ignored(t, value=-100):
+    return t.at[::3].set(value)
+
+
+def _reference_ce(x, t, w=None, *, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+    """cross_entropy for class indices written from its definition with log_softmax (hand-derived math)."""
+    ax = 0 if x.ndim == 1 else 1
+    C = x.shape[ax]
+    logp = jax.nn.log_softmax(x, axis=ax)
+    active = t != ignore_index
+    safe = jnp.where(active, t, 0)
+    wv = jnp.ones((C,), x.dtype) if w is None else w
+    picked = jnp.take_along_axis(logp, jnp.expand_dims(safe, ax), axis=ax).squeeze(ax)
+    w_t = jnp.where(active, wv[safe], 0)
+    smooth = -jnp.sum(wv.reshape((-1,) + (1,) * (x.ndim - ax - 1)) * logp, axis=ax)
+    loss = jnp.where(active, (1 - label_smoothing) * -w_t * picked + label_smoothing / C * smooth, 0)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / w_t.sum()
+
+
+# ---------------------------------------------------------------------------
+# Transformations.
+
+CLASS_OPTIONS = [
+    pytest.param({}, id="plain"),
+    pytest.param({"weight": True}, id="weight"),
+    pytest.param({"ignore": True}, id="ignore"),
+    pytest.param({"label_smoothing": 0.1}, id="smoothing"),
+    pytest.param({"weight": True, "ignore": True, "label_smoothing": 0.2}, id="all"),
+]
+
+
+def _class_call(opts, fn=L.cross_entropy):
+    x, t, w, _ = _data(1)
+    if opts.get("ignore"):
+        t = _ignored(t)
+    kwargs = {k: v for k, v in opts.items() if k not in ("weight", "ignore")}
+    args = (x, t, w) if opts.get("weight") else (x, t)
+
+    def call(x, t, w=None, **kw):
+        return fn(x, t, weight=w, **kwargs, **kw)
+
+    return call, args
+
+
+@pytest.mark.parametrize("opts", CLASS_OPTIONS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_jit_matches_eager(opts, reduction):
+    call, args = _class_call(opts)
+    _checks.assert_jit_matches_eager(call, *args, reduction=reduction)
+
+
+@pytest.mark.parametrize("opts", CLASS_OPTIONS)
+def test_vmap_over_batch_equals_reduction_none(opts):
+    call, args = _class_call(opts)
+    _checks.assert_vmap_matches_none(call, args, (0, 0, None)[: len(args)])
+
+
+def test_vmap_probability_targets_equals_reduction_none():
+    x, _, w, p = _data(2)
+    fn = functools.partial(L.cross_entropy, label_smoothing=0.1)
+    _checks.assert_vmap_matches_none(lambda x, p, w, **kw: fn(x, p, weight=w, **kw), (x, p, w), (0, 0, None))
+
+
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_vmap_nll_loss_equals_reduction_none(with_weight):
+    x, t, w, _ = _data(3)
+    t = _ignored(t)
+    args = (jax.nn.log_softmax(x), t) + ((w,) if with_weight else ())
+    _checks.assert_vmap_matches_none(
+        lambda x, t, w=None, **kw: L.nll_loss(x, t, weight=w, **kw), args, (0, 0, None)[: len(args)]
+    )
+
+
+def test_vmap_of_k_dimensional_losses():
+    # vmap over an extra leading axis of (B, N, C, d): each slice is a batched K-dim call.
+    r = np.random.default_rng(4)
+    x = jnp.asarray(r.standard_normal((3, 4, 5, 2)), jnp.float32)
+    t = jnp.asarray(r.integers(0, 5, (3, 4, 2)), jnp.int32).at[0, 0, 0].set(-100)
+    got = jax.vmap(lambda x, t: L.cross_entropy(x, t, label_smoothing=0.1))(x, t)
+    want = jnp.stack([L.cross_entropy(x[i], t[i], label_smoothing=0.1) for i in range(3)])
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Gradients.
+
+
+@pytest.mark.parametrize(
+    "opts,extra",
+    [
+        pytest.param({}, (), id="2d-plain"),
+        pytest.param({"weight": True, "ignore": True, "label_smoothing": 0.2}, (), id="2d-all"),
+        pytest.param({"weight": True, "ignore": True, "label_smoothing": 0.2}, (3,), id="kdim-all"),
+    ],
+)
+def test_check_grads_class_indices(opts, extra):
+    # Includes the gradient w.r.t. weight, which torch does not implement for class indices.
+    x, t, w, _ = _data(5, n=4, c=4, extra=extra, dtype=np.float64)
+    if opts.get("ignore"):
+        t = _ignored(t)
+    kwargs = {k: v for k, v in opts.items() if k not in ("weight", "ignore")}
+    if opts.get("weight"):
+        _checks.assert_grads_float64(lambda x, t, w: L.cross_entropy(x, t, weight=w, **kwargs), (x, t, w))
+    else:
+        _checks.assert_grads_float64(lambda x, t: L.cross_entropy(x, t, **kwargs), (x, t))
+
+
+def test_check_grads_unbatched():
+    x, t, w, p = _data(6, dtype=np.float64)
+    _checks.assert_grads_float64(lambda x, w: L.cross_entropy(x, t[0], weight=w, label_smoothing=0.3), (x[0], w))
+    _checks.assert_grads_float64(lambda x, p: L.cross_entropy(x, p, label_smoothing=0.3), (x[0], p[0]))
+
+
+@pytest.mark.parametrize("extra", [(), (3,)], ids=["2d", "kdim"])
+def test_check_grads_probability_targets(extra):
+    x, _, w, p = _data(7, n=4, c=4, extra=extra, dtype=np.float64)
+    _checks.assert_grads_float64(lambda x, p, w: L.cross_entropy(x, p, weight=w, label_smoothing=0.2), (x, p, w))
+
+
+def test_check_grads_nll_loss():
+    x, t, w, _ = _data(8, n=4, c=4, extra=(2,), dtype=np.float64)
+    _checks.assert_grads_float64(lambda x, w: L.nll_loss(x, _ignored(t), weight=w), (x, w))
+
+
+@pytest.mark.parametrize("opts", CLASS_OPTIONS)
+def test_weight_gradient_matches_reference(opts):
+    # torch has no weight gradient for class indices: compare with autodiff of the definition.
+    with jax.enable_x64(True):
+        x, t, w, _ = _data(9, dtype=np.float64)
+        if opts.get("ignore"):
+            t = _ignored(t)
+        eps = opts.get("label_smoothing", 0.0)
+        g = jax.grad(lambda w: L.cross_entropy(x, t, weight=w, label_smoothing=eps), )(w)
+        ref = jax.grad(lambda w: _reference_ce(x, t, w, label_smoothing=eps))(w)
+        np.testing.assert_allclose(g, ref, rtol=1e-10, atol=1e-12)
+
+
+# Forward mode and second order through the custom_jvp rules.
+
+
+@pytest.mark.parametrize("opts", CLASS_OPTIONS)
+def test_jvp_and_hessian_vector_product_match_reference(opts):
+    with jax.enable_x64(True):
+        x, t, w, _ = _data(10, dtype=np.float64)
+        if opts.get("ignore"):
+            t = _ignored(t)
+        wt = w if opts.get("weight") else None
+        eps = opts.get("label_smoothing", 0.0)
+        f = lambda x: L.cross_entropy(x, t, weight=wt, label_smoothing=eps)  # noqa: E731
+        ref = lambda x: _reference_ce(x, t, wt, label_smoothing=eps)  # noqa: E731
+        v = jnp.asarray(np.random.default_rng(11).standard_normal(x.shape))
+
+        @jax.jit
+        def derivatives(x, v):
+            h = 1e-6
+            tan = jax.jvp(f, (x,), (v,))[1]
+            fd = (f(x + h * v) - f(x - h * v)) / (2 * h)  # central difference, O(h^2)
+            ref_tan = jax.jvp(ref, (x,), (v,))[1]
+            # Hessian-vector products: forward-over-reverse and reverse-over-forward.
+            hvp = jax.jvp(jax.grad(f), (x,), (v,))[1]
+            hvp_ref = jax.jvp(jax.grad(ref), (x,), (v,))[1]
+            rof = jax.grad(lambda x: jax.jvp(f, (x,), (v,))[1])(x)
+            gfd = (jax.grad(f)(x + h * v) - jax.grad(f)(x - h * v)) / (2 * h)
+            return tan, fd, ref_tan, hvp, hvp_ref, rof, gfd
+
+        tan, fd, ref_tan, hvp, hvp_ref, rof, gfd = derivatives(x, v)
+        np.testing.assert_allclose(tan, fd, rtol=1e-6)
+        np.testing.assert_allclose(tan, ref_tan, rtol=1e-10)
+        np.testing.assert_allclose(hvp, hvp_ref, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(rof, hvp_ref, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(hvp, gfd, rtol=1e-5, atol=1e-8)
+
+
+def test_hessian_and_jacfwd_match_reference():
+    with jax.enable_x64(True):
+        x, t, w, p = _data(12, n=3, c=4, dtype=np.float64)
+        f = lambda x: L.cross_entropy(x, t, weight=w, label_smoothing=0.1)  # noqa: E731
+        ref = lambda x: _reference_ce(x, t, w, label_smoothing=0.1)  # noqa: E731
+        none = lambda x: L.cross_entropy(x, t, reduction="none")  # noqa: E731
+        probs = lambda x: L.cross_entropy(x, p)  # noqa: E731
+        logp_ref = lambda x: -jnp.sum(p * jax.nn.log_softmax(x), axis=1).mean()  # noqa: E731
+
+        @jax.jit
+        def all_of_them(x):
+            return (
+                jax.hessian(f)(x), jax.hessian(ref)(x), jax.jacfwd(none)(x), jax.jacrev(none)(x),
+                jax.hessian(probs)(x), jax.hessian(logp_ref)(x),
+            )
+
+        h, h_ref, jf, jr, hp, hp_ref = all_of_them(x)
+        np.testing.assert_allclose(h, h_ref, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(jf, jr, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(hp, hp_ref, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# Masking and edge values.
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("opts", [{}, {"weight": True}, {"weight": True, "label_smoothing": 0.3}])
+def test_masked_entries_get_exactly_zero_gradients(fn, opts):
+    x, t, w, _ = _data(13, extra=(2,))
+    if fn == "nll_loss" and "label_smoothing" in opts:
+        pytest.skip("nll_loss has no label_smoothing")
+    t = t.at[1].set(-100).at[4, 0].set(-100)
+    # Huge logits in an ignored row must not leak either.
+    x = x.at[1].set(jnp.asarray([[1e30, -1e30], [0.0, 1e30], [3.0, -3.0], [1.0, 1.0], [-1e30, 2.0]]))
+    kw = {"weight": w} if opts.get("weight") else {}
+    if "label_smoothing" in opts:
+        kw["label_smoothing"] = opts["label_smoothing"]
+    f = getattr(L, fn)
+    for reduction in REDUCTIONS:
+        g = jax.jit(jax.grad(lambda x: f(x, t, reduction=reduction, **kw).sum()))(x)
+        assert bool(jnp.all(jnp.isfinite(g))), reduction
+        assert np.array_equal(np.asarray(g[1]), np.zeros_like(g[1])), reduction
+        assert np.array_equal(np.asarray(g[4, :, 0]), np.zeros(5, np.float32)), reduction
+        assert bool(jnp.any(g[0] != 0))  # unmasked rows do get a gradient
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_all_ignored_mean_nan_sum_zero_grad_zero(fn, weighted):
+    x, t, w, _ = _data(14)
+    t = jnp.full_like(t, -100)
+    kw = {"weight": w} if weighted else {}
+    if fn == "cross_entropy":
+        kw["label_smoothing"] = 0.1
+    f = jax.jit(functools.partial(getattr(L, fn), **kw), static_argnames="reduction")
+    assert bool(jnp.isnan(f(x, t, reduction="mean")))
+    assert float(f(x, t, reduction="sum")) == 0.0
+    np.testing.assert_array_equal(f(x, t, reduction="none"), np.zeros(6, np.float32))
+    for reduction in REDUCTIONS:
+        g = jax.grad(lambda x: f(x, t, reduction=reduction).sum())(x)
+        np.testing.assert_array_equal(g, np.zeros_like(g))
+
+
+def test_huge_and_neg_inf_logits_stay_finite():
+    r = np.random.default_rng(15)
+    x = jnp.asarray(r.standard_normal((4, 6)) * 1e4, jnp.float32)
+    t = jnp.asarray([0, 1, 2, 3], jnp.int32)
+    for kw in ({}, {"label_smoothing": 0.1}, {"weight": jnp.linspace(0.5, 1.5, 6)}):
+        v, g = jax.value_and_grad(lambda x: L.cross_entropy(x, t, **kw))(x)
+        assert bool(jnp.isfinite(v)) and bool(jnp.all(jnp.isfinite(g))), kw
+    # -inf logits away from the target: finite value and gradient, and exactly the
+    # loss of the remaining classes (hand-derived: softmax ignores -inf entries).
+    y = x.at[:, 5].set(-jnp.inf) / 1e4
+    v, g = jax.value_and_grad(lambda x: L.cross_entropy(x, t))(y)
+    np.testing.assert_allclose(v, L.cross_entropy(y[:, :5], t), rtol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(g))) and bool(jnp.all(g[:, 5] == 0))
+
+
+# ---------------------------------------------------------------------------
+# dtypes.
+
+
+@pytest.mark.parametrize("low", [jnp.bfloat16, jnp.float16])
+def test_low_precision_inputs(low):
+    x, t, w, p = _data(16, c=7)
+    xl, wl, pl = x.astype(low), w.astype(low), p.astype(low)
+    cases = [
+        (lambda x: L.cross_entropy(x, t), (xl,), low),
+        (lambda x, w: L.cross_entropy(x, _ignored(t), weight=w, label_smoothing=0.1), (xl, wl), low),
+        (lambda x, p: L.cross_entropy(x, p, label_smoothing=0.1), (xl, pl), low),
+        (lambda x: L.nll_loss(x, t), (jax.nn.log_softmax(x).astype(low),), low),
+        # Mixed precision promotes as torch's type promotion would (torch's kernel refuses it).
+        (lambda x, w: L.cross_entropy(x, t, weight=w), (xl, w), jnp.float32),
+    ]
+    for fn, args, expected in cases:
+        _checks.assert_low_precision(fn, args, expected)
+        g = jax.jit(jax.grad(lambda *a: fn(*a).astype(jnp.float32)))(*args)
+        assert g.dtype == args[0].dtype and bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
+
+
+def test_low_precision_huge_logits_accumulate_in_float32():
+    # 4096 classes of bf16 logits: a bf16 sum of exp would lose the value entirely.
+    r = np.random.default_rng(17)
+    x = jnp.asarray(r.standard_normal((2, 4096)) * 30, jnp.bfloat16)
+    t = jnp.asarray([3, 4000], jnp.int32)
+    out = L.cross_entropy(x, t, reduction="none")
+    ref = L.cross_entropy(x.astype(jnp.float32), t, reduction="none")
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(out, np.float32), ref, rtol=1e-2)
+
+
+@pytest.mark.parametrize("dt", [np.int8, np.int16, np.int32, np.uint8, np.int64])
+def test_any_integer_target_dtype(dt):
+    with jax.enable_x64(True):
+        x, t, w, _ = _data(18)
+        want = L.cross_entropy(x, t, weight=w, label_smoothing=0.1)
+        np.testing.assert_allclose(L.cross_entropy(x, np.asarray(t).astype(dt), weight=w, label_smoothing=0.1), want, rtol=1e-6)
+        np.testing.assert_allclose(L.nll_loss(x, np.asarray(t).astype(dt)), L.nll_loss(x, t), rtol=1e-6)
+
+
+def test_uint8_target_with_negative_ignore_index_is_never_ignored():
+    # A uint8 target cannot hold -100: nothing is ignored (torch behaves the same way).
+    x, t, _, _ = _data(19)
+    np.testing.assert_allclose(L.cross_entropy(x, t.astype(jnp.uint8)), L.cross_entropy(x, t), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Traced hyper-parameter and shapes.
+
+
+def test_label_smoothing_is_traced_without_retrace():
+    x, t, w, p = _data(20)
+    _checks.assert_hyperparameter_is_traced(
+        lambda v: L.cross_entropy(x, _ignored(t), weight=w, label_smoothing=v), [0.0, 0.1, 0.7]
+    )
+    _checks.assert_hyperparameter_is_traced(lambda v: L.cross_entropy(x, p, label_smoothing=v), [0.0, 0.1, 1.0])
+
+
+@pytest.mark.parametrize(
+    "xshape,tshape",
+    [((5,), ()), ((6, 5), (6,)), ((3, 5, 4), (3, 4)), ((2, 5, 3, 2), (2, 3, 2))],
+    ids=["1d", "2d", "3d", "4d"],
+)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_output_shapes(xshape, tshape, reduction):
+    r = np.random.default_rng(21)
+    x = jnp.asarray(r.standard_normal(xshape), jnp.float32)
+    t = jnp.asarray(r.integers(0, 5, tshape), jnp.int32)
+    p = jax.nn.softmax(jnp.asarray(r.standard_normal(xshape), jnp.float32), axis=0 if len(xshape) == 1 else 1)
+    want = tshape if reduction == "none" else ()
+    for out in (
+        L.cross_entropy(x, t, reduction=reduction, label_smoothing=0.1),
+        L.cross_entropy(x, p, reduction=reduction),
+        L.nll_loss(x, t, reduction=reduction),
+    ):
+        chex.assert_shape(out, want)
+        chex.assert_type(out, jnp.float32)
+
+
+# ---------------------------------------------------------------------------
+# Bad input.
+
+
+def test_out_of_range_index_concrete_raises():
+    x, t, _, _ = _data(22)
+    for bad in (5, -1, -7):
+        tb = t.at[2].set(bad)
+        with pytest.raises(ValueError, match=r"target: class indices must be in \[0, 5\)"):
+            L.cross_entropy(x, tb)
+        with pytest.raises(ValueError, match=r"target: class indices must be in \[0, 5\)"):
+            L.nll_loss(x, tb)
+    # A negative index equal to ignore_index is fine; another negative one is not.
+    assert bool(jnp.isfinite(L.cross_entropy(x, t.at[2].set(-1), ignore_index=-1)))
+    with pytest.raises(ValueError, match="ignore_index=-1"):
+        L.cross_entropy(x, t.at[2].set(-2), ignore_index=-1)
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_out_of_range_index_in_jit_is_nan(fn, reduction):
+    x, t, w, _ = _data(23)
+    f = jax.jit(lambda x, t: getattr(L, fn)(x, t, weight=w, reduction=reduction))
+    for bad in (5, -1, 127):
+        out = f(x, t.at[2].set(bad))
+        assert bool(jnp.any(jnp.isnan(out))), bad
+        if reduction == "none":
+            # Only the bad entry is NaN; the others keep their values.
+            assert bool(jnp.all(jnp.isfinite(jnp.delete(out, 2))))
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+def test_checkify_reports_out_of_range_index(fn):
+    x, t, _, _ = _data(24)
+    checked = checkify.checkify(jax.jit(getattr(L, fn)))
+    err, out = checked(x, t.at[3].set(9))
+    with pytest.raises(checkify.JaxRuntimeError, match=r"target: class index out of range \[0, 5\)"):
+        err.throw()
+    err, out = checked(x, t.at[3].set(-100))
+    err.throw()  # ignored entries are not errors
+    assert bool(jnp.isfinite(out))
+
+
+def test_bad_inputs_raise_naming_the_argument():
+    x, t, w, p = _data(25)
+    ce, nll = L.cross_entropy, L.nll_loss
+    bad = [
+        (ValueError, r"input: expected at least 1 dimensions", lambda: ce(jnp.float32(1.0), t)),
+        (ValueError, r"input: expected at least 1 dimensions", lambda: nll(jnp.float32(1.0), t)),
+        (TypeError, r"input: expected a floating-point array", lambda: ce(t, t)),
+        (ValueError, r"target: expected shape \(6,\) for input \(6, 5\), got \(5,\)", lambda: ce(x, t[:5])),
+        (ValueError, r"target: expected shape \(6,\) for input \(6, 5\), got \(6, 1\)", lambda: nll(x, t[:, None])),
+        (TypeError, r"target: class-index targets must be integers, got dtype float32", lambda: ce(x, t.astype(jnp.float32))),
+        (TypeError, r"target: .*nll_loss takes class indices only", lambda: nll(x, p)),
+        (TypeError, r"target: class probabilities must be floating, got dtype int32", lambda: ce(x, jnp.zeros((6, 5), jnp.int32))),
+        (TypeError, r"must have the input's shape \(6, 5\)", lambda: ce(x, p[:, :4])),
+        (ValueError, r"weight: expected shape \(5,\)", lambda: ce(x, t, weight=w[:4])),
+        (ValueError, r"weight: expected shape \(5,\)", lambda: ce(x, p, weight=w[:4])),
+        (ValueError, r"weight: expected shape \(5,\)", lambda: nll(x, t, weight=w[None])),
+        (TypeError, r"weight: expected a floating-point array", lambda: ce(x, t, weight=jnp.ones(5, jnp.int32))),
+        (ValueError, r"reduction: expected one of 'none', 'mean', 'sum', got 'avg'", lambda: ce(x, t, reduction="avg")),
+        (ValueError, r"reduction: expected one of", lambda: nll(x, t, reduction="batchmean")),
+        (ValueError, r"label_smoothing: expected a value in \[0.0, 1.0\], got 1.5", lambda: ce(x, t, label_smoothing=1.5)),
+        (ValueError, r"label_smoothing: expected a value in \[0.0, 1.0\], got -0.1", lambda: ce(x, p, label_smoothing=-0.1)),
+        (ValueError, r"label_smoothing: expected a value in", lambda: ce(x, t, label_smoothing=jnp.float32(2.0))),
+        (TypeError, r"label_smoothing: expected a real scalar", lambda: ce(x, t, label_smoothing=jnp.zeros(2))),
+        (ValueError, r"ignore_index: only applies to class-index targets", lambda: ce(x, p, ignore_index=0)),
+        (TypeError, r"ignore_index: expected a Python int", lambda: ce(x, t, ignore_index=0.5)),
+        (TypeError, r"ignore_index: expected a Python int", lambda: nll(x, t, ignore_index=jnp.int32(0))),
+    ]
+    for exc, match, call in bad:
+        with pytest.raises(exc, match=match):
+            call()
+
+
+def test_shape_errors_fire_at_trace_time_inside_jit():
+    x, t, w, _ = _data(26)
+    with pytest.raises(ValueError, match=r"target: expected shape \(6,\)"):
+        jax.jit(L.cross_entropy)(x, t[:4])
+    with pytest.raises(ValueError, match=r"weight: expected shape \(5,\)"):
+        jax.jit(lambda x, t, w: L.nll_loss(x, t, weight=w))(x, t, w[:3])
+    # Traced label_smoothing outside [0, 1] cannot raise; it is documented, not checked.
+    assert bool(jnp.isfinite(jax.jit(lambda e: L.cross_entropy(x, t, label_smoothing=e))(0.5)))
