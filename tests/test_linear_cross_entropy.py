@@ -386,3 +386,34 @@ def test_out_of_range_index_inside_jit_is_nan_and_checkify_reports_it():
     err, _ = checkify.checkify(jax.jit(lambda y: lce(x, W, y)))(bad)
     with pytest.raises(Exception, match="class index out of range"):
         err.throw()
+
+
+# -------------------------------------------------------------- benchmark suite
+
+
+def test_benchmark_suite_smoke():
+    """The suite imports, builds its cases at a tiny size, and every implementation agrees."""
+    from benchmarks.suites import linear_cross_entropy as suite
+
+    size = {"N": 8, "D": 4, "V": 16}
+    cases = suite.cases(quick=True, sizes=[size])
+    impls = {c.impl for c in cases}
+    assert {"jax_matmul", "jaxloss", "jaxloss_checkpoint", "jax_materialised"} <= impls
+    values = {}
+    for c in cases:
+        if c.compile is not None:
+            c.compile()
+        out = c.run()
+        if c.impl != "jax_matmul":
+            loss = out[0] if isinstance(out, tuple) else out  # jax: (value, grads); torch: the value
+            values[c.impl] = float(loss.detach() if hasattr(loss, "detach") else loss)
+    want = values["jax_materialised"]
+    for impl, v in values.items():
+        np.testing.assert_allclose(v, want, rtol=1e-5, err_msg=impl)
+    fake = [
+        {"loss": "linear_cross_entropy", "impl": i, "size": size, "median_s": t, "flops": f, "rss_growth_bytes": r}
+        for i, t, f, r in [("jax_matmul", 1.0, 2, None), ("jaxloss", 4.0, 6, 30), ("torch_reference", 5.0, 6, 100), ("torch_chunked", 8.0, 6, 50)]
+    ]
+    s = suite.summarise(fake)["N=8,D=4,V=16"]
+    assert s["time_vs_torch_reference"] == 0.8 and s["speedup_vs_torch_chunked"] == 2.0
+    assert s["rss_vs_torch_reference"] == 0.3 and s["flops_vs_matmul"] == 0.75
