@@ -451,3 +451,57 @@ def nll_loss(
     _check_indices_in_range(target, C, ignore_index)
     out_dtype = result_dtype(input.dtype, None if weight is None else weight.dtype)
     return _nll_loss(input, target, weight, ignore_index=ignore_index, reduction=reduction, out_dtype=out_dtype)
+
+
+# Per-sample building blocks shared with linear_cross_entropy (which evaluates them
+# chunk by chunk and reduces the chunks itself). They restate the math of
+# _cross_entropy_indices / _cross_entropy_probs without the reduction; ``x`` and
+# ``target`` (probabilities) must already be in the compute dtype.
+
+
+def _class_index_weights(target, weight, num_classes: int, ignore_index: int, dtype):
+    """``(active, in_range, safe, w_t)`` for class-index targets.
+
+    ``w_t`` is what each sample contributes to the ``"mean"`` denominator:
+    ``weight[target]`` (1 without ``weight``), 0 where ``target == ignore_index``.
+    ``safe`` is the target clamped to a valid index for gathering.
+    """
+    active = target != ignore_index
+    in_range = (target >= 0) & (target < num_classes)
+    safe = jnp.where(active & in_range, target, 0)
+    w_t = jnp.ones(target.shape, dtype) if weight is None else weight.astype(dtype)[safe]
+    return active, in_range, safe, jnp.where(active, w_t, 0)
+
+
+def _class_index_losses(x, target, weight, label_smoothing, *, ignore_index: int):
+    """Per-sample cross_entropy losses (class-index targets), before reduction.
+
+    The math of :func:`_cross_entropy_indices`. Returns ``(loss, w_t)``; ``loss``
+    is NaN where a target that is not ignored is out of range, and ignored
+    samples are selected away (exactly-zero gradients).
+    """
+    ax = _class_axis(x)
+    C = x.shape[ax]
+    m, s = _log_normaliser(x, ax)
+    m, s = m.squeeze(ax), s.squeeze(ax)
+    active, in_range, safe, w_t = _class_index_weights(target, weight, C, ignore_index, m.dtype)
+    picked = _pick(x, safe, ax).astype(m.dtype)
+    loss = w_t * ((m - picked) + s)
+    if label_smoothing is not None:
+        eps = jnp.asarray(label_smoothing, m.dtype)
+        loss = (1 - eps) * loss + (eps / C) * _smoothing_sum(x, m, s, picked, weight, ax)
+    return jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0), w_t
+
+
+def _probability_losses(x, target, weight, label_smoothing):
+    """Per-sample cross_entropy losses (class-probability targets), before reduction."""
+    ax = _class_axis(x)
+    C = x.shape[ax]
+    t = target
+    if label_smoothing is not None:
+        eps = jnp.asarray(label_smoothing, x.dtype)
+        t = t * (1 - eps) + eps / C
+    m, s = _log_normaliser(x, ax)
+    if weight is not None:
+        t = t * _class_weight_view(weight.astype(x.dtype), x.ndim, ax)
+    return -jnp.sum(t * (x - m - s), axis=ax)

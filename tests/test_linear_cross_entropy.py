@@ -1,0 +1,419 @@
+"""linear_cross_entropy against torch's fixtures, cross_entropy on materialised logits, and JAX's transformations."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+import jaxloss
+from jaxloss._linear_cross_entropy import CHUNK_ELEMENTS, MIN_CHUNK_ROWS, default_chunk_size
+from tests import _checks
+from tests._fixtures import JAX_ADAPTERS, assert_parity, case_params, load_cases
+
+lce = jaxloss.linear_cross_entropy
+METHODS = ("fused", "checkpoint")
+
+# ---------------------------------------------------------------- torch fixtures
+
+
+@pytest.mark.parametrize("case", case_params("linear_cross_entropy"))
+def test_fixture_parity(case):
+    assert_parity(case)
+
+
+@pytest.mark.parametrize("case", case_params("linear_cross_entropy"))
+def test_fixture_parity_under_jit(case):
+    assert_parity(case, transform=jax.jit)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "case", [c for c in case_params("linear_cross_entropy") if c.values[0].dtype == "float64"]
+)
+def test_fixture_parity_in_chunks_of_3(case, method, monkeypatch):
+    """The fixtures have at most 7 rows: chunks of 3 leave a padded last chunk."""
+    monkeypatch.setitem(JAX_ADAPTERS, "linear_cross_entropy", functools.partial(lce, chunk_size=3, method=method))
+    assert_parity(case)
+
+
+def test_fixtures_cover_every_option():
+    ids = [c.id for c in load_cases("linear_cross_entropy")]
+    for needle in ("probs", "kdim", "unbatched", "ignore_index_2", "all_ignored", "smoothing", "weight", "no_bias"):
+        assert any(needle in i for i in ids), needle
+    assert {i.rsplit("/", 1)[1] for i in ids} == {"float32", "float64"}
+
+
+# ------------------------------------------------- parity with materialised logits
+
+N, D, C = 6, 4, 5
+
+
+def _problem(kind: str, seed: int = 0):
+    """(input, linear_weight, linear_bias, class weight, target) for a small problem."""
+    r = np.random.default_rng(seed)
+    if kind == "kdim":
+        W = r.standard_normal((C, 2, D))
+        b = r.standard_normal((C, 2))
+        y = r.integers(0, C, (N, 2))
+        y[1, 0] = -100
+    else:
+        W = r.standard_normal((C, D))
+        b = r.standard_normal(C)
+        y = r.integers(0, C, N)
+        y[[1, 4]] = -100
+    if kind == "probs":
+        a = r.standard_normal((N, C))
+        y = np.exp(a) / np.exp(a).sum(1, keepdims=True)
+    x = r.standard_normal((N, D))
+    cw = r.uniform(0.2, 2.0, C)
+    return tuple(jnp.asarray(v) for v in (x, W, b, cw, y))
+
+
+def _materialised(x, W, b, y, **kw):
+    z = jnp.einsum("nd,c...d->nc...", x, W) + b
+    return jaxloss.cross_entropy(z, y, **kw)
+
+
+def _value_and_grads(fns, kind, reduction):
+    """For each fn: value and gradients w.r.t. input, linear_weight, linear_bias, weight,
+    label_smoothing (and a probability target); all in one compilation."""
+    x, W, b, cw, y = _problem(kind)
+    argnums = (0, 1, 2, 3, 4) + ((5,) if kind == "probs" else ())
+
+    def one(fn):
+        def f(x, W, b, cw, eps, y):
+            out = fn(x, W, b, y, weight=cw, label_smoothing=eps, reduction=reduction)
+            # a non-uniform cotangent for "none"
+            return jnp.sum(jnp.cos(out)) if reduction == "none" else out
+
+        return jax.value_and_grad(f, argnums=argnums)
+
+    return jax.jit(lambda *a: [one(fn)(*a) for fn in fns])(x, W, b, cw, jnp.float64(0.2), y)
+
+
+def _lce(x, W, b, y, **kw):
+    return lce(x, W, y, linear_bias=b, **kw)
+
+
+def _assert_tree_close(a, b, rtol=1e-10):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=rtol)
+
+
+CHUNK_SIZES = (1, 3, 4, 16)  # 1, a divisor of N=6, a non-divisor, larger than N
+
+
+@pytest.mark.parametrize(
+    "method,reduction",
+    [("checkpoint", "none"), ("fused", "mean"), ("fused", "sum"), ("checkpoint", "mean"), ("checkpoint", "sum")],
+)
+@pytest.mark.parametrize("kind", ["class", "probs", "kdim"])
+def test_matches_cross_entropy_on_materialised_logits(kind, reduction, method):
+    if kind == "kdim" and reduction == "sum":
+        pytest.skip("K-dimensional weights: 'sum' differs from 'mean' only in the denominator, tested above")
+    """Values and gradients (input, weight, bias, class weight, smoothing, probability target)
+    for chunk sizes 1, a divisor, a non-divisor and one larger than N (one compilation).
+    ("fused" with "none" is the checkpoint path.)"""
+    with jax.enable_x64(True):
+        kw = {} if kind == "probs" else {"ignore_index": -100}
+        (want,) = _value_and_grads([functools.partial(_materialised, **kw)], kind, reduction)
+        fns = [functools.partial(_lce, chunk_size=c, method=method) for c in CHUNK_SIZES]
+        for c, got in zip(CHUNK_SIZES, _value_and_grads(fns, kind, reduction), strict=True):
+            _assert_tree_close(got, want)
+            assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(got)), c
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("argnum", [0, 1, 2])
+def test_gradient_of_one_argument(method, argnum):
+    """Gradients of arguments that are not differentiated are skipped: the rest stays right."""
+    with jax.enable_x64(True):
+        x, W, b, cw, y = _problem("class")
+
+        def f(fn, *a):
+            return fn(*a, y, weight=cw, label_smoothing=0.1)
+
+        got = jax.grad(functools.partial(f, functools.partial(_lce, chunk_size=4, method=method)), argnum)(x, W, b)
+        want = jax.grad(functools.partial(f, _materialised), argnum)(x, W, b)
+        _assert_tree_close(got, want)
+
+
+def test_ignored_rows_get_exactly_zero_finite_gradients():
+    x, W, b, cw, y = (jnp.asarray(v, jnp.float32) if v.dtype.kind == "f" else v for v in _problem("class"))
+    for method in METHODS:
+        g = jax.grad(lambda x: lce(x, W, y, linear_bias=b, weight=cw, label_smoothing=0.3, chunk_size=4, method=method))(x)
+        assert bool(jnp.all(jnp.isfinite(g)))
+        np.testing.assert_array_equal(np.asarray(g)[[1, 4]], 0.0)
+        assert float(jnp.min(jnp.abs(g[0]))) > 0
+
+
+def test_all_ignored_mean_is_nan_with_zero_gradient():
+    x, W, b, cw, _ = _problem("class")
+    y = jnp.full((N,), -100)
+    for method in METHODS:
+        v, g = jax.value_and_grad(lambda x, W: lce(x, W, y, weight=cw, chunk_size=4, method=method), (0, 1))(x, W)
+        assert np.isnan(float(v))
+        for a in g:
+            np.testing.assert_array_equal(np.asarray(a), 0.0)
+
+
+# ------------------------------------------------ forward mode and second order
+
+
+def _fn_pair(kind, method):
+    x, W, b, cw, y = _problem(kind)
+
+    def make(fn):
+        return lambda x, W, b, cw, eps: jnp.sum(jnp.sin(fn(x, W, b, y, weight=cw, label_smoothing=eps, reduction="none")))
+
+    def make_scalar(fn):
+        return lambda x, W, b, cw, eps: fn(x, W, b, y, weight=cw, label_smoothing=eps, reduction="sum")
+
+    wrap = make_scalar if method == "fused" else make
+    return (
+        wrap(functools.partial(_lce, chunk_size=4, method=method)),
+        wrap(_materialised),
+        (x, W, b, cw, jnp.float64(0.2)),
+    )
+
+
+def _tangents(args, seed=1):
+    r = np.random.default_rng(seed)
+    return tuple(jnp.asarray(r.standard_normal(jnp.shape(a))) for a in args)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", ["class", "probs"])
+def test_jvp(kind, method):
+    with jax.enable_x64(True):
+        f, ref, args = _fn_pair(kind, method)
+        tans = _tangents(args)
+        _assert_tree_close(*(jax.jit(lambda a, t, g=g: jax.jvp(g, a, t))(args, tans) for g in (f, ref)))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", ["class", "probs"])
+def test_hessian_vector_products(kind, method):
+    """Forward-over-reverse and reverse-over-reverse HVPs w.r.t. every floating argument."""
+    with jax.enable_x64(True):
+        f, ref, args = _fn_pair(kind, method)
+        tans = _tangents(args)
+        argnums = tuple(range(len(args)))
+        fwd_rev = [jax.jit(lambda a, t, g=g: jax.jvp(jax.grad(g, argnums), a, t)[1])(args, tans) for g in (f, ref)]
+        _assert_tree_close(*fwd_rev, rtol=1e-9)
+
+        def rev_rev(g):
+            inner = lambda *a: sum(jnp.vdot(u, t) for u, t in zip(jax.grad(g, argnums)(*a), tans))  # noqa: E731
+            return jax.jit(jax.grad(inner, argnums))(*args)
+
+        _assert_tree_close(rev_rev(f), rev_rev(ref), rtol=1e-9)
+        assert any(float(jnp.max(jnp.abs(h))) > 1e-3 for h in fwd_rev[0])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_jacfwd_and_hessian(method):
+    with jax.enable_x64(True):
+        x, W, b, cw, y = _problem("class")
+        f = lambda x, W: lce(x, W, y, weight=cw, chunk_size=4, method=method)  # noqa: E731
+        ref = lambda x, W: _materialised(x, W, 0.0, y, weight=cw)  # noqa: E731
+        _assert_tree_close(*(jax.jit(jax.jacfwd(g, (0, 1)))(x, W) for g in (f, ref)))
+        _assert_tree_close(*(jax.jit(jax.hessian(g))(x, W) for g in (f, ref)), rtol=1e-9)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_check_grads_order_2(method):
+    x, W, b, cw, y = _problem("class")
+    _checks.assert_grads_float64(
+        jax.jit(lambda x, W, b: lce(x, W, y, linear_bias=b, weight=cw, label_smoothing=0.1, chunk_size=4, method=method)),
+        (x, W, b),
+    )
+
+
+# ------------------------------------------------------------ vmap, jit, dtypes
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_vmap_of_grad(method):
+    with jax.enable_x64(True):
+        _, W, b, cw, y = _problem("class")
+        xb = jnp.asarray(np.random.default_rng(5).standard_normal((3, N, D)))
+
+        def g(fn):
+            return jax.jit(jax.vmap(jax.grad(lambda x, W: fn(x, W, b, y, weight=cw, label_smoothing=0.1), (0, 1)), (0, None)))
+
+        _assert_tree_close(g(functools.partial(_lce, chunk_size=4, method=method))(xb, W), g(_materialised)(xb, W))
+
+
+def test_vmap_over_rows_equals_reduction_none():
+    x, W, b, cw, y = _problem("class")
+    y = jnp.where(y < 0, 0, y)
+    _checks.assert_vmap_matches_none(
+        lambda x, W, y, **kw: lce(x, W, y, linear_bias=b, weight=cw, **kw), (x, W, y), (0, None, 0)
+    )
+
+
+def test_jit_matches_eager():
+    x, W, b, cw, y = _problem("kdim")
+    _checks.assert_jit_matches_eager(lambda x, W, y: lce(x, W, y, linear_bias=b, chunk_size=4), x, W, y)
+
+
+def test_low_precision():
+    x, W, b, cw, y = _problem("class")
+    bf = [a.astype(jnp.bfloat16) for a in (x, W)]
+    _checks.assert_low_precision(lambda x, W: lce(x, W, y, chunk_size=4), bf, jnp.bfloat16)
+    _checks.assert_low_precision(lambda x, W: lce(x, W, y, reduction="none"), [a.astype(jnp.float16) for a in (x, W)], jnp.float16)
+    g = jax.grad(lambda x, W: lce(x, W, y, chunk_size=4).astype(jnp.float32), (0, 1))(*bf)
+    assert all(a.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(a.astype(jnp.float32)))) for a in g)
+    # mixed dtypes promote as torch promotes
+    assert lce(x.astype(jnp.bfloat16), W.astype(jnp.float32), y).dtype == jnp.float32
+
+
+def test_label_smoothing_is_traced():
+    x, W, b, cw, y = _problem("class")
+    _checks.assert_hyperparameter_is_traced(lambda e: lce(x, W, y, label_smoothing=e, chunk_size=4), [0.0, 0.1, 0.5])
+
+
+def test_output_shapes():
+    x, W, b, cw, y = _problem("class")
+    chex.assert_shape(lce(x, W, y, reduction="none"), (N,))
+    chex.assert_shape([lce(x, W, y), lce(x, W, y, reduction="sum")], ())
+    chex.assert_shape(lce(x[0], W, y[0], reduction="none"), ())
+    xk, Wk, bk, _, yk = _problem("kdim")
+    chex.assert_shape(lce(xk, Wk, yk, linear_bias=bk, reduction="none", chunk_size=4), (N, 2))
+    chex.assert_shape(lce(xk, Wk[:, :, None], yk[:, :, None], reduction="none"), (N, 2, 1))
+    _, _, _, _, p = _problem("probs")
+    chex.assert_shape(lce(x, W, p, reduction="none"), (N,))
+    chex.assert_shape(lce(x[0], W, p[0], reduction="none"), ())
+
+
+def test_integer_target_dtypes():
+    x, W, b, cw, y = _problem("class")
+    want = lce(x, W, y)
+    for dt in (np.int8, np.int16, np.int64):  # numpy: int64 survives without x64
+        np.testing.assert_allclose(lce(x, W, np.asarray(y).astype(dt)), want, rtol=1e-6)
+    yu = jnp.where(y < 0, 0, y)
+    np.testing.assert_allclose(lce(x, W, yu.astype(jnp.uint8)), lce(x, W, yu), rtol=1e-6)
+
+
+# -------------------------------------------------------------- memory and chunking
+
+
+def test_never_holds_the_full_logits():
+    """XLA's temp buffers for value_and_grad stay far below one (N, C) logits array."""
+    n, d, c, rows = 1024, 16, 4096, 32
+    x = jax.ShapeDtypeStruct((n, d), jnp.float32)
+    W = jax.ShapeDtypeStruct((c, d), jnp.float32)
+    y = jax.ShapeDtypeStruct((n,), jnp.int32)
+    logits_bytes = n * c * 4
+    for method in METHODS:
+        f = jax.jit(jax.value_and_grad(lambda x, W, y: lce(x, W, y, chunk_size=rows, method=method), (0, 1)))
+        temp = f.lower(x, W, y).compile().memory_analysis().temp_size_in_bytes
+        # about three (rows, C) blocks and the (C, D) weight gradient, not (N, C)
+        assert temp < logits_bytes / 5, (method, temp, logits_bytes)
+    ref = jax.jit(jax.value_and_grad(lambda x, W, y: jaxloss.cross_entropy(x @ W.T, y), (0, 1)))
+    assert ref.lower(x, W, y).compile().memory_analysis().temp_size_in_bytes >= logits_bytes
+
+
+def test_default_chunk_size():
+    assert default_chunk_size(10, 50) == 10  # everything fits: one chunk
+    assert default_chunk_size(1 << 20, 256) == CHUNK_ELEMENTS // 256
+    assert default_chunk_size(1 << 20, 1 << 20) == MIN_CHUNK_ROWS  # never starve the matmul
+    assert default_chunk_size(3, 1 << 30) == 3
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def test_bad_input():
+    x, W, b, cw, y = _problem("class")
+    xk, Wk, bk, _, yk = _problem("kdim")
+    _, _, _, _, p = _problem("probs")
+    with pytest.raises(ValueError, match=r"input: expected 1 or 2 dimensions .* got shape \(1, 6, 4\)"):
+        lce(x[None], W, y)
+    with pytest.raises(ValueError, match=r"input: expected 1 or 2 dimensions"):
+        lce(x[0, 0], W, y)
+    with pytest.raises(ValueError, match=r"linear_weight: expected at least 2 dimensions"):
+        lce(x, W[0], y)
+    with pytest.raises(ValueError, match=r"linear_weight: expected in_features=4 .* got shape \(5, 3\)"):
+        lce(x, W[:, :3], y)
+    with pytest.raises(ValueError, match=r"linear_bias: expected shape \(5,\) for linear_weight \(5, 4\), got \(6,\)"):
+        lce(x, W, y, linear_bias=jnp.zeros(6))
+    with pytest.raises(ValueError, match=r"linear_bias: expected shape \(5, 2\) for linear_weight \(5, 2, 4\), got \(5,\)"):
+        lce(xk, Wk, yk, linear_bias=bk[:, 0])
+    with pytest.raises(ValueError, match=r"input: a K-dimensional linear_weight \(5, 2, 4\) needs batched input"):
+        lce(xk[0], Wk, yk[0])
+    with pytest.raises(ValueError, match=r"ignore_index: cannot be specified when target contains class probabilities"):
+        lce(x, W, p, ignore_index=-100)
+    with pytest.raises(TypeError, match=r"target: class-index targets must be integers, got dtype float"):
+        lce(x, W, p[:, 0])
+    with pytest.raises(TypeError, match=r"target: class probabilities .* must be floating"):
+        lce(x, W, jnp.zeros((N, C), jnp.int32))
+    with pytest.raises(ValueError, match=r"target: expected shape \(6,\) for input \(6, 4\)"):
+        lce(x, W, y[:5])
+    with pytest.raises(ValueError, match=r"target: expected shape \(6, 2\)"):
+        lce(xk, Wk, y)
+    with pytest.raises(ValueError, match=r"weight: expected shape \(5,\)"):
+        lce(x, W, y, weight=cw[:4])
+    with pytest.raises(ValueError, match=r"reduction: expected one of"):
+        lce(x, W, y, reduction="batchmean")
+    with pytest.raises(ValueError, match=r"label_smoothing: expected a value in \[0.0, 1.0\], got 1.5"):
+        lce(x, W, y, label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"method: expected one of"):
+        lce(x, W, y, method="tiles")
+    with pytest.raises(ValueError, match=r"chunk_size: expected a positive int"):
+        lce(x, W, y, chunk_size=0)
+    with pytest.raises(TypeError, match=r"chunk_size: expected a Python int"):
+        lce(x, W, y, chunk_size=2.0)
+    with pytest.raises(TypeError, match=r"input: expected a floating-point array"):
+        lce(x.astype(jnp.int32), W, y)
+    with pytest.raises(ValueError, match=r"target: class indices must be in \[0, 5\)"):
+        lce(x, W, y.at[0].set(7))
+    with pytest.raises(ValueError, match=r"target: class indices must be in \[0, 5\)"):
+        lce(x, W, y.at[0].set(-5))  # a negative index other than ignore_index
+
+
+def test_out_of_range_index_inside_jit_is_nan_and_checkify_reports_it():
+    x, W, b, cw, y = _problem("class")
+    bad = y.at[0].set(9)
+    for method in METHODS:
+        assert np.isnan(float(jax.jit(lambda y: lce(x, W, y, chunk_size=4, method=method))(bad)))
+    err, _ = checkify.checkify(jax.jit(lambda y: lce(x, W, y)))(bad)
+    with pytest.raises(Exception, match="class index out of range"):
+        err.throw()
+
+
+# -------------------------------------------------------------- benchmark suite
+
+
+def test_benchmark_suite_smoke():
+    """The suite imports, builds its cases at a tiny size, and every implementation agrees."""
+    from benchmarks.suites import linear_cross_entropy as suite
+
+    size = {"N": 8, "D": 4, "V": 16}
+    cases = suite.cases(quick=True, sizes=[size])
+    impls = {c.impl for c in cases}
+    assert {"jax_matmul", "jaxloss", "jaxloss_checkpoint", "jax_materialised"} <= impls
+    values = {}
+    for c in cases:
+        if c.compile is not None:
+            c.compile()
+        out = c.run()
+        if c.impl != "jax_matmul":
+            loss = out[0] if isinstance(out, tuple) else out  # jax: (value, grads); torch: the value
+            values[c.impl] = float(loss.detach() if hasattr(loss, "detach") else loss)
+    want = values["jax_materialised"]
+    for impl, v in values.items():
+        np.testing.assert_allclose(v, want, rtol=1e-5, err_msg=impl)
+    fake = [
+        {"loss": "linear_cross_entropy", "impl": i, "size": size, "median_s": t, "flops": f, "rss_growth_bytes": r}
+        for i, t, f, r in [("jax_matmul", 1.0, 2, None), ("jaxloss", 4.0, 6, 30), ("torch_reference", 5.0, 6, 100), ("torch_chunked", 8.0, 6, 50)]
+    ]
+    s = suite.summarise(fake)["N=8,D=4,V=16"]
+    assert s["time_vs_torch_reference"] == 0.8 and s["speedup_vs_torch_chunked"] == 2.0
+    assert s["rss_vs_torch_reference"] == 0.3 and s["flops_vs_matmul"] == 0.75
