@@ -177,46 +177,77 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
     return total * ((m - r) + s) - wsum
 
 
-@functools.partial(jax.jit, static_argnames=("ignore_index", "reduction", "out_dtype"))
-def _cross_entropy_indices(x, target, weight, label_smoothing, *, ignore_index, reduction, out_dtype):
-    ax = _class_axis(x)
-    C = x.shape[ax]
-    m, s = _log_normaliser(x, ax)  # from x in its own dtype: no float32 copy of x is kept
-    m, s = m.squeeze(ax), s.squeeze(ax)
+# Per-sample building blocks: cross_entropy and nll_loss reduce them over the whole
+# batch; linear_cross_entropy evaluates them chunk by chunk and reduces the chunks
+# itself.
+
+
+def _class_index_weights(target, weight, num_classes: int, ignore_index: int, dtype):
+    """``(active, in_range, safe, w_t)`` for class-index targets.
+
+    ``w_t`` is what each sample contributes to the ``"mean"`` denominator:
+    ``weight[target]`` (1 without ``weight``), 0 where ``target == ignore_index``.
+    ``safe`` is the target clamped to a valid index for gathering.
+    """
     target = _wide_index(target)
     active = target != ignore_index
-    in_range = (target >= 0) & (target < C)
+    in_range = (target >= 0) & (target < num_classes)
+    V.debug_check(
+        jnp.all(in_range | ~active), f"target: class index out of range [0, {num_classes}) (and not ignore_index)"
+    )
     safe = jnp.where(active & in_range, target, 0)
+    w_t = jnp.ones(target.shape, dtype) if weight is None else weight.astype(dtype)[safe]
+    return active, in_range, safe, jnp.where(active, w_t, 0)
+
+
+def _class_index_losses(x, target, weight, label_smoothing, *, ignore_index: int):
+    """Per-sample cross_entropy losses (class-index targets), before reduction.
+
+    ``x`` may be low precision (the normaliser accumulates in float32 and no
+    float32 copy of ``x`` is kept). Returns ``(loss, w_t)``; ``loss``
+    is NaN where a target that is not ignored is out of range, and ignored
+    samples are selected away (exactly-zero gradients).
+    """
+    ax = _class_axis(x)
+    C = x.shape[ax]
+    m, s = _log_normaliser(x, ax)
+    m, s = m.squeeze(ax), s.squeeze(ax)
+    active, in_range, safe, w_t = _class_index_weights(target, weight, C, ignore_index, m.dtype)
     picked = _pick(x, safe, ax).astype(m.dtype)
-    nll = (m - picked) + s  # -log p[target], precise for huge logits
-    w_t = jnp.ones_like(nll) if weight is None else weight.astype(m.dtype)[safe]
-    w_t = jnp.where(active, w_t, 0)
-    loss = w_t * nll
+    loss = w_t * ((m - picked) + s)
     if label_smoothing is not None:
         eps = jnp.asarray(label_smoothing, m.dtype)
         loss = (1 - eps) * loss + (eps / C) * _smoothing_sum(x, m, s, picked, weight, ax)
-    V.debug_check(jnp.all(in_range | ~active), f"target: class index out of range [0, {C}) (and not ignore_index)")
-    # Ignored entries are selected away (not multiplied by a zero weight), so they get
-    # exactly-zero gradients even when "mean" divides by a zero total weight.
-    loss = jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0)
+    return jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0), w_t
+
+
+def _probability_losses(x, target, weight, label_smoothing):
+    """Per-sample cross_entropy losses (class-probability targets), before reduction.
+
+    ``x`` and ``target`` must already be in the compute dtype.
+    """
+    ax = _class_axis(x)
+    C = x.shape[ax]
+    t = target
+    if label_smoothing is not None:
+        eps = jnp.asarray(label_smoothing, x.dtype)
+        t = t * (1 - eps) + eps / C
+    m, s = _log_normaliser(x, ax)
+    if weight is not None:
+        t = t * _class_weight_view(weight.astype(x.dtype), x.ndim, ax)
+    return -jnp.sum(t * (x - m - s), axis=ax)
+
+
+@functools.partial(jax.jit, static_argnames=("ignore_index", "reduction", "out_dtype"))
+def _cross_entropy_indices(x, target, weight, label_smoothing, *, ignore_index, reduction, out_dtype):
+    loss, w_t = _class_index_losses(x, target, weight, label_smoothing, ignore_index=ignore_index)
     return reduce(loss, reduction, denominator=jnp.sum(w_t), dtype=out_dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "out_dtype"))
 def _cross_entropy_probs(x, target, weight, label_smoothing, *, reduction, out_dtype):
-    ax = _class_axis(x)
-    C = x.shape[ax]
     cdt = compute_dtype(out_dtype)
-    x = x.astype(cdt)
-    t = target.astype(cdt)
-    if label_smoothing is not None:
-        eps = jnp.asarray(label_smoothing, cdt)
-        t = t * (1 - eps) + eps / C
-    m, s = _log_normaliser(x, ax)
-    logp = x - m - s
-    if weight is not None:
-        t = t * _class_weight_view(weight.astype(cdt), x.ndim, ax)
-    loss = -jnp.sum(t * logp, axis=ax)
+    loss = _probability_losses(x.astype(cdt), target.astype(cdt), weight, label_smoothing)
     return reduce(loss, reduction, dtype=out_dtype)
 
 
@@ -363,16 +394,9 @@ def cross_entropy(
 @functools.partial(jax.jit, static_argnames=("ignore_index", "reduction", "out_dtype"))
 def _nll_loss(x, target, weight, *, ignore_index, reduction, out_dtype):
     ax = _class_axis(x)
-    C = x.shape[ax]
     x = x.astype(compute_dtype(x.dtype))
-    target = _wide_index(target)
-    active = target != ignore_index
-    in_range = (target >= 0) & (target < C)
-    safe = jnp.where(active & in_range, target, 0)
+    active, in_range, safe, w_t = _class_index_weights(target, weight, x.shape[ax], ignore_index, x.dtype)
     picked = _pick(x, safe, ax)
-    w_t = jnp.ones_like(picked) if weight is None else weight.astype(x.dtype)[safe]
-    w_t = jnp.where(active, w_t, 0)
-    V.debug_check(jnp.all(in_range | ~active), f"target: class index out of range [0, {C}) (and not ignore_index)")
     loss = jnp.where(active, jnp.where(in_range, -w_t * picked, jnp.nan), 0)
     return reduce(loss, reduction, denominator=jnp.sum(w_t), dtype=out_dtype)
 
@@ -451,57 +475,3 @@ def nll_loss(
     _check_indices_in_range(target, C, ignore_index)
     out_dtype = result_dtype(input.dtype, None if weight is None else weight.dtype)
     return _nll_loss(input, target, weight, ignore_index=ignore_index, reduction=reduction, out_dtype=out_dtype)
-
-
-# Per-sample building blocks shared with linear_cross_entropy (which evaluates them
-# chunk by chunk and reduces the chunks itself). They restate the math of
-# _cross_entropy_indices / _cross_entropy_probs without the reduction; ``x`` and
-# ``target`` (probabilities) must already be in the compute dtype.
-
-
-def _class_index_weights(target, weight, num_classes: int, ignore_index: int, dtype):
-    """``(active, in_range, safe, w_t)`` for class-index targets.
-
-    ``w_t`` is what each sample contributes to the ``"mean"`` denominator:
-    ``weight[target]`` (1 without ``weight``), 0 where ``target == ignore_index``.
-    ``safe`` is the target clamped to a valid index for gathering.
-    """
-    active = target != ignore_index
-    in_range = (target >= 0) & (target < num_classes)
-    safe = jnp.where(active & in_range, target, 0)
-    w_t = jnp.ones(target.shape, dtype) if weight is None else weight.astype(dtype)[safe]
-    return active, in_range, safe, jnp.where(active, w_t, 0)
-
-
-def _class_index_losses(x, target, weight, label_smoothing, *, ignore_index: int):
-    """Per-sample cross_entropy losses (class-index targets), before reduction.
-
-    The math of :func:`_cross_entropy_indices`. Returns ``(loss, w_t)``; ``loss``
-    is NaN where a target that is not ignored is out of range, and ignored
-    samples are selected away (exactly-zero gradients).
-    """
-    ax = _class_axis(x)
-    C = x.shape[ax]
-    m, s = _log_normaliser(x, ax)
-    m, s = m.squeeze(ax), s.squeeze(ax)
-    active, in_range, safe, w_t = _class_index_weights(target, weight, C, ignore_index, m.dtype)
-    picked = _pick(x, safe, ax).astype(m.dtype)
-    loss = w_t * ((m - picked) + s)
-    if label_smoothing is not None:
-        eps = jnp.asarray(label_smoothing, m.dtype)
-        loss = (1 - eps) * loss + (eps / C) * _smoothing_sum(x, m, s, picked, weight, ax)
-    return jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0), w_t
-
-
-def _probability_losses(x, target, weight, label_smoothing):
-    """Per-sample cross_entropy losses (class-probability targets), before reduction."""
-    ax = _class_axis(x)
-    C = x.shape[ax]
-    t = target
-    if label_smoothing is not None:
-        eps = jnp.asarray(label_smoothing, x.dtype)
-        t = t * (1 - eps) + eps / C
-    m, s = _log_normaliser(x, ax)
-    if weight is not None:
-        t = t * _class_weight_view(weight.astype(x.dtype), x.ndim, ax)
-    return -jnp.sum(t * (x - m - s), axis=ax)
