@@ -39,7 +39,11 @@ def reduce(
       denominator: for ``"mean"``, what to divide the sum by (e.g. the sum of the
         class weights that took part); ``None`` means the number of elements
         (``loss.mean()``, NaN for an empty array, like torch). A zero denominator
-        gives torch's value (NaN or inf) with a finite gradient.
+        gives torch's value (0/0 = NaN, or inf). Its gradient, like torch's, is
+        an infinite cotangent on every element of ``loss``: elements a loss
+        selects away with ``jnp.where`` get exactly zero (cross_entropy with every
+        target ignored), elements multiplied by a zero weight get NaN (mse_loss
+        with all-zero ``weight``, as in torch).
       dtype: the result dtype (torch's output dtype); ``None`` keeps ``loss.dtype``.
     """
     check_reduction(reduction)
@@ -51,8 +55,9 @@ def reduce(
         out = jnp.mean(loss)
     else:
         # torch divides by the denominator as is (0/0 = NaN when, say, every target
-        # is ignored). Where it is 0 the gradient must stay finite (zero for the
-        # masked elements), so the division that carries the gradient never sees 0.
+        # is ignored). The denominator itself gets no gradient where it is 0 (its
+        # -total/d**2 would be NaN), and the division that carries the gradient
+        # elsewhere never sees 0.
         total = jnp.sum(loss)
         zero = denominator == 0
         out = jnp.where(
