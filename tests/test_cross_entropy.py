@@ -314,6 +314,34 @@ def test_low_precision_inputs(low):
         assert g.dtype == args[0].dtype and bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
 
 
+@pytest.mark.parametrize("low", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("smoothing", [None, 0.1])
+def test_low_precision_gradient_is_the_rounded_float32_gradient(low, smoothing):
+    # The narrow-input backward widens x by its bits (bf16) or behind a barrier
+    # (f16) and computes in float32: the gradient must be the float32 gradient of
+    # the same (widened) logits, rounded to the input dtype. The softmax term, the
+    # picked-logit term and the smoothing term reach x as separate cotangents, each
+    # rounded to the input dtype before they are added: 2 ulp of the value, and an
+    # absolute ulp of the largest term where the terms cancel (smoothing).
+    x, t, w, _ = _data(16, c=7)
+    xl = (x * 3).astype(low)
+    kw = {"label_smoothing": smoothing} if smoothing else {}
+    f = lambda x: L.cross_entropy(x, _ignored(t), weight=w, **kw).astype(jnp.float32)  # noqa: E731
+    g = jax.jit(jax.grad(f))(xl)
+    ref = jax.grad(f)(xl.astype(jnp.float32))
+    assert g.dtype == low
+    ulp = float(jnp.finfo(low).eps)
+    np.testing.assert_allclose(np.asarray(g, np.float32), ref, rtol=2 * ulp, atol=ulp * float(jnp.max(jnp.abs(ref))))
+    # Forward mode and a Hessian-vector product through the narrow path agree with float32 too.
+    v = jnp.asarray(np.random.default_rng(3).standard_normal(x.shape), low)
+    _, tan = jax.jvp(f, (xl,), (v,))
+    _, tan_ref = jax.jvp(f, (xl.astype(jnp.float32),), (v.astype(jnp.float32),))
+    np.testing.assert_allclose(tan, tan_ref, rtol=4 * ulp)
+    hvp = jax.jvp(jax.grad(f), (xl,), (v,))[1]
+    hvp_ref = jax.jvp(jax.grad(f), (xl.astype(jnp.float32),), (v.astype(jnp.float32),))[1]
+    np.testing.assert_allclose(np.asarray(hvp, np.float32), hvp_ref, rtol=4 * ulp, atol=4 * ulp * float(jnp.max(jnp.abs(hvp_ref))))
+
+
 def test_low_precision_huge_logits_accumulate_in_float32():
     # 4096 classes of bf16 logits: a bf16 sum of exp would lose the value entirely.
     r = np.random.default_rng(17)
