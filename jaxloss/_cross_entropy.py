@@ -127,13 +127,20 @@ def _log_normaliser_jvp(ax, primals, tangents):
     return (m, s), (jnp.zeros_like(m), jnp.sum(p * dx.astype(m.dtype), axis=ax, keepdims=True))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _pick(x: jax.Array, idx: jax.Array, ax: int) -> jax.Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _pick(x: jax.Array, idx: jax.Array, ax: int, finite_cotangent: bool = False) -> jax.Array:
     """``x[..., idx, ...]`` along ``ax`` (a gather), for in-range ``idx``.
 
     Its tangent is written as a one-hot masked sum, whose transpose is an
     element-wise select: the gradient needs no scatter and fuses with the rest
     of the backward sweep.
+
+    ``finite_cotangent=True`` (linear_cross_entropy's chunks, differentiated with a
+    unit cotangent) masks by multiplying with the one-hot instead: its transpose
+    needs no full-shape zeros, which XLA would hoist out of the chunk loop as a
+    materialised ``(chunk, C)`` buffer. A select is kept otherwise, so that an
+    infinite cotangent (a mean over zero total weight) leaves exact zeros off the
+    target, as torch does.
     """
     if x.dtype.itemsize < 4:
         # Gather the bits of a narrow float: XLA would otherwise rewrite
@@ -146,12 +153,18 @@ def _pick(x: jax.Array, idx: jax.Array, ax: int) -> jax.Array:
 
 
 @_pick.defjvp
-def _pick_jvp(ax, primals, tangents):
+def _pick_jvp(ax, finite_cotangent, primals, tangents):
     x, idx = primals
     dx = tangents[0]
     # Compare in int32: an iota in a narrow target dtype (uint8, int8) would wrap for C > 255.
-    hit = jax.lax.broadcasted_iota(jnp.int32, x.shape, ax) == jnp.expand_dims(idx.astype(jnp.int32), ax)
-    return _pick(x, idx, ax), jnp.sum(jnp.where(hit, dx, 0), axis=ax)
+    # The class ids are a 1-D iota behind an optimisation barrier, broadcast inside
+    # the compare: a full-shape iota would be a loop invariant inside
+    # linear_cross_entropy's scan, which XLA hoists out of the loop as a
+    # materialised (chunk, C) buffer.
+    classes = jax.lax.optimization_barrier(jnp.arange(x.shape[ax], dtype=jnp.int32))
+    hit = _class_weight_view(classes, x.ndim, ax) == jnp.expand_dims(idx.astype(jnp.int32), ax)
+    masked = dx * hit.astype(dx.dtype) if finite_cotangent else jnp.where(hit, dx, 0)
+    return _pick(x, idx, ax, finite_cotangent), jnp.sum(masked, axis=ax)
 
 
 def _wide_index(target: jax.Array) -> jax.Array:
@@ -226,7 +239,7 @@ def _class_index_weights(target, weight, num_classes: int, ignore_index: int, dt
     return active, in_range, safe, jnp.where(active, w_t, 0)
 
 
-def _class_index_losses(x, target, weight, label_smoothing, *, ignore_index: int):
+def _class_index_losses(x, target, weight, label_smoothing, *, ignore_index: int, finite_cotangent: bool = False):
     """Per-sample cross_entropy losses (class-index targets), before reduction.
 
     ``x`` may be low precision (the normaliser accumulates in float32 and no
@@ -239,7 +252,7 @@ def _class_index_losses(x, target, weight, label_smoothing, *, ignore_index: int
     m, s = _log_normaliser(x, ax)
     m, s = m.squeeze(ax), s.squeeze(ax)
     active, in_range, safe, w_t = _class_index_weights(target, weight, C, ignore_index, m.dtype)
-    picked = _pick(x, safe, ax).astype(m.dtype)
+    picked = _pick(x, safe, ax, finite_cotangent).astype(m.dtype)
     loss = w_t * ((m - picked) + s)
     if label_smoothing is not None:
         eps = jnp.asarray(label_smoothing, m.dtype)

@@ -105,8 +105,12 @@ def _logits(core: _Core, x_c, W2, b2):
     return z.reshape(x_c.shape[0], core.C, core.P)
 
 
-def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c):
-    """Per-sample losses ``(rows, P)`` of one chunk, zero on padding rows."""
+def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c, finite_cotangent=False):
+    """Per-sample losses ``(rows, P)`` of one chunk, zero on padding rows.
+
+    ``finite_cotangent``: the losses are differentiated with a finite cotangent
+    (the fused path's unit one), which lets the picked-logit gradient avoid a
+    loop-invariant zeros buffer (see ``_pick``)."""
     rows = z.shape[0]
     if core.P == 1:  # (rows, C) logits: cross_entropy's class-last layout
         z = z.reshape(rows, core.C)
@@ -114,7 +118,9 @@ def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c):
     if core.probs:
         loss = _probability_losses(z, t_c, cw, eps)
     else:
-        loss, _ = _class_index_losses(z, t_c, cw, eps, ignore_index=core.ignore_index)
+        loss, _ = _class_index_losses(
+            z, t_c, cw, eps, ignore_index=core.ignore_index, finite_cotangent=finite_cotangent
+        )
     return jnp.where(valid_c[:, None], loss.reshape(rows, core.P), 0)
 
 
@@ -148,9 +154,65 @@ class _Need(NamedTuple):
     t: bool
 
 
-def _blocks(rows: int, n_blocks: int) -> list[tuple[int, int]]:
-    size = -(-rows // n_blocks)
-    return [(s, min(rows, s + size)) for s in range(0, rows, size)]
+# dL/dW is accumulated in blocks of this many weight rows (8 MiB at D=1024 in
+# float32): the block's product is the only temporary, so no weight-sized buffer
+# besides the gradient itself is needed.
+W_BLOCK_ELEMENTS = 1 << 21
+
+
+def _weight_block(CP: int, D: int) -> int:
+    """Rows per weight block: about ``W_BLOCK_ELEMENTS`` elements, preferably a divisor
+    of ``CP`` (between a quarter of that and all of it), so that the blocks are a free
+    reshape of the weight; otherwise the remainder is a separate last block (and
+    the weight's leading full blocks are sliced, a copy)."""
+    target = max(1, min(CP, W_BLOCK_ELEMENTS // max(D, 1)))
+    for b in range(target, max(1, target // 4) - 1, -1):
+        if CP % b == 0:
+            return b
+    return target
+
+
+def _backprop_chunk(gW, dz, x_c, W2, need_x: bool):
+    """``(gW + dz.T @ x_c, dz @ W2)`` (either may be skipped: ``gW=None``, ``need_x=False``).
+
+    One loop over blocks of the weight's rows: per block, the slice of ``dz`` is
+    used for both products, the weight gradient is updated in place (the block's
+    product is the only temporary, so no second weight-sized buffer exists), and
+    ``dz @ W2`` is accumulated over blocks (measured on CPU: a contraction over
+    2048 classes at a time runs 1.3x faster than one over all 131072).
+    """
+    CP, D = W2.shape
+    rows = dz.shape[0]
+    block = _weight_block(CP, D)
+    n_full, tail = divmod(CP, block)
+
+    def update(carry, lo, size, W_b):
+        gW, gx = carry
+        dz_b = jax.lax.dynamic_slice_in_dim(dz, lo, size, axis=1)
+        if gW is not None:
+            upd = _dot(dz_b, x_c, ((0,), (0,)))
+            gW = jax.lax.dynamic_update_slice_in_dim(gW, jax.lax.dynamic_slice_in_dim(gW, lo, size) + upd, lo, 0)
+        if gx is not None:
+            gx = gx + _dot(dz_b, W_b, ((1,), (0,)))
+        return gW, gx
+
+    carry = (gW, jnp.zeros((rows, D), dz.dtype) if need_x else None)
+    if n_full == 1:
+        carry = update(carry, 0, block, jax.lax.slice_in_dim(W2, 0, block))
+    elif n_full > 1:
+        # The weight's blocks are the scan's xs (a free reshape). Slicing them inside a
+        # fori_loop instead makes JAX's partial evaluation stack every slice (a second
+        # weight-sized buffer).
+        Wb = jax.lax.slice_in_dim(W2, 0, n_full * block).reshape(n_full, block, D)
+
+        def body(c, inp):
+            i, W_b = inp
+            return update(c, i * block, block, W_b), None
+
+        carry, _ = jax.lax.scan(body, carry, (jnp.arange(n_full), Wb))
+    if tail:
+        carry = update(carry, n_full * block, tail, jax.lax.slice_in_dim(W2, n_full * block, CP))
+    return carry
 
 
 def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
@@ -164,7 +226,6 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
     """
     n_chunks, rows, D = xs.shape
     CP = W2.shape[0]
-    n_blocks = max(1, -(-D // rows))
 
     @functools.partial(jax.checkpoint, prevent_cse=False)
     def chunk(x_c, t_c, v_c, W2, b2, cw, eps):
@@ -174,25 +235,21 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
 
         def total(z, wrt):
             a = {**fixed, **wrt}
-            return jnp.sum(_losses_from_logits(core, z, a["cw"], a["eps"], a["t"], v_c))
+            return jnp.sum(_losses_from_logits(core, z, a["cw"], a["eps"], a["t"], v_c, finite_cotangent=True))
 
         s, vjp = jax.vjp(total, z, wrt)
         dz, dwrt = vjp(jnp.ones_like(s))
         dz = dz.reshape(rows, CP)
-        gx = _dot(dz, W2, ((1,), (0,))) if need.x else None
         gb = jnp.sum(dz, axis=0) if need.b else None
-        return s, dz, gx, gb, dwrt
+        return s, dz, gb, dwrt
 
     def step(carry, inp):
         x_c, t_c, v_c = inp
-        s, dz, gx, gb, dwrt = chunk(x_c, t_c, v_c, W2, b2, cw, eps)
+        s, dz, gb, dwrt = chunk(x_c, t_c, v_c, W2, b2, cw, eps)
         acc = dict(carry)
         acc["s"] = carry["s"] + s
+        gW, gx = _backprop_chunk(carry["W"] if need.W else None, dz, x_c, W2, need.x)
         if need.W:
-            gW = carry["W"]
-            for lo, hi in _blocks(CP, n_blocks):
-                upd = _dot(dz[:, lo:hi], x_c, ((0,), (0,)))
-                gW = jax.lax.dynamic_update_slice(gW, jax.lax.slice_in_dim(gW, lo, hi) + upd, (lo, 0))
             acc["W"] = gW
         if need.b:
             acc["b"] = carry["b"] + gb
