@@ -11,7 +11,10 @@ Two chunked implementations (``method=``):
 ``"fused"`` (for ``"mean"``/``"sum"``)
     A ``jax.custom_jvp`` whose rule computes the loss and its gradients in one
     pass over the chunks (three matmuls per chunk: logits, ``dL/dx``,
-    ``dL/dW``; 6·N·D·C FLOPs for a value and gradient). The tangent is the inner
+    ``dL/dW``; 6·N·D·C FLOPs for a value and gradient). The last two run in
+    one loop over blocks of about 2048 weight rows, so ``dL/dW`` is updated in
+    place (no second weight-sized buffer) and no contraction spans the whole
+    vocabulary. The tangent is the inner
     product of those gradients with the input tangents, so reverse mode (its
     transpose) reuses them without recomputing the logits, and forward mode
     (``jax.jvp``, ``jacfwd``) works too. Gradients of arguments that are not
