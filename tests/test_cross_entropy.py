@@ -498,3 +498,13 @@ def test_shape_errors_fire_at_trace_time_inside_jit():
         jax.jit(lambda x, t, w: L.nll_loss(x, t, weight=w))(x, t, w[:3])
     # Traced label_smoothing outside [0, 1] cannot raise; it is documented, not checked.
     assert bool(jnp.isfinite(jax.jit(lambda e: L.cross_entropy(x, t, label_smoothing=e))(0.5)))
+
+
+def test_bf16_gradient_holds_no_float32_copy_of_the_logits():
+    # XLA's own buffer accounting (no timing): the bf16 value_and_grad must not hold
+    # a float32 (N, C) copy of the logits (the bit-level gather and widening avoid it).
+    N, C = 256, 4096
+    x, y = jax.ShapeDtypeStruct((N, C), jnp.bfloat16), jax.ShapeDtypeStruct((N,), jnp.int32)
+    f = jax.jit(jax.value_and_grad(lambda x, y: L.cross_entropy(x, y)))
+    temp = f.lower(x, y).compile().memory_analysis().temp_size_in_bytes
+    assert temp < N * C * 4 // 4, temp
