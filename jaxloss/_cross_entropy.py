@@ -239,17 +239,20 @@ def _class_index_weights(target, weight, num_classes: int, ignore_index: int, dt
     return active, in_range, safe, jnp.where(active, w_t, 0)
 
 
-def _class_index_losses(x, target, weight, label_smoothing, *, ignore_index: int, finite_cotangent: bool = False):
+def _class_index_losses(
+    x, target, weight, label_smoothing, *, ignore_index: int, finite_cotangent: bool = False, normaliser=None
+):
     """Per-sample cross_entropy losses (class-index targets), before reduction.
 
     ``x`` may be low precision (the normaliser accumulates in float32 and no
     float32 copy of ``x`` is kept). Returns ``(loss, w_t)``; ``loss``
     is NaN where a target that is not ignored is out of range, and ignored
-    samples are selected away (exactly-zero gradients).
+    samples are selected away (exactly-zero gradients). ``normaliser``: ``x``'s
+    ``_log_normaliser`` if the caller has computed it already.
     """
     ax = _class_axis(x)
     C = x.shape[ax]
-    m, s = _log_normaliser(x, ax)
+    m, s = _log_normaliser(x, ax) if normaliser is None else normaliser
     m, s = m.squeeze(ax), s.squeeze(ax)
     active, in_range, safe, w_t = _class_index_weights(target, weight, C, ignore_index, m.dtype)
     picked = _pick(x, safe, ax, finite_cotangent).astype(m.dtype)
@@ -260,10 +263,11 @@ def _class_index_losses(x, target, weight, label_smoothing, *, ignore_index: int
     return jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0), w_t
 
 
-def _probability_losses(x, target, weight, label_smoothing):
+def _probability_losses(x, target, weight, label_smoothing, *, normaliser=None):
     """Per-sample cross_entropy losses (class-probability targets), before reduction.
 
-    ``x`` and ``target`` must already be in the compute dtype.
+    ``x`` and ``target`` must already be in the compute dtype. ``normaliser``:
+    ``x``'s ``_log_normaliser`` if the caller has computed it already.
     """
     ax = _class_axis(x)
     C = x.shape[ax]
@@ -271,7 +275,7 @@ def _probability_losses(x, target, weight, label_smoothing):
     if label_smoothing is not None:
         eps = jnp.asarray(label_smoothing, x.dtype)
         t = t * (1 - eps) + eps / C
-    m, s = _log_normaliser(x, ax)
+    m, s = _log_normaliser(x, ax) if normaliser is None else normaliser
     if weight is not None:
         t = t * _class_weight_view(weight.astype(x.dtype), x.ndim, ax)
     return -jnp.sum(t * (x - m - s), axis=ax)

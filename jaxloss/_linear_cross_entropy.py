@@ -14,7 +14,11 @@ Two chunked implementations (``method=``):
     ``dL/dW``; 6·N·D·C FLOPs for a value and gradient). The last two run in
     one loop over blocks of about 2048 weight rows, so ``dL/dW`` is updated in
     place (no second weight-sized buffer) and no contraction spans the whole
-    vocabulary. The tangent is the inner
+    vocabulary. When only ``input``, ``linear_weight`` and ``linear_bias``
+    are differentiated (the training case), each chunk's gradient of the logits
+    is a written-out formula (softmax minus the smoothed one-hot) that XLA
+    writes in place of the logits: one ``(chunk, C)`` buffer per chunk;
+    otherwise it is JAX's autodiff of the per-sample losses. The tangent is the inner
     product of those gradients with the input tangents, so reverse mode (its
     transpose) reuses them without recomputing the logits, and forward mode
     (``jax.jvp``, ``jacfwd``) works too. Gradients of arguments that are not
@@ -51,7 +55,9 @@ from jaxloss._cross_entropy import (
     _check_indices_in_range,
     _class_index_losses,
     _class_index_weights,
+    _class_weight_view,
     _probability_losses,
+    _row_max,
 )
 from jaxloss._dtypes import compute_dtype, result_dtype
 from jaxloss._reduction import check_reduction, reduce
@@ -125,6 +131,88 @@ def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c, finite_cotangent=
             z, t_c, cw, eps, ignore_index=core.ignore_index, finite_cotangent=finite_cotangent
         )
     return jnp.where(valid_c[:, None], loss.reshape(rows, core.P), 0)
+
+
+def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
+    """``(sum of the chunk's losses, d(sum)/dz)``, the gradient written out.
+
+    With :math:`p` the softmax over the classes, :math:`w` the class weights,
+    :math:`\\varepsilon` the smoothing and :math:`C` the number of classes:
+
+    - class index :math:`y` (kept, in range): :math:`\\partial\\ell/\\partial z_c =
+      a\\,p_c - b\\,[c = y] - g\\,w_c` with :math:`b = (1-\\varepsilon) w_y`,
+      :math:`g = \\varepsilon / C`, :math:`a = b + g \\sum_c w_c`; zero for ignored
+      or out-of-range targets (whose loss is 0 or NaN).
+    - class probabilities :math:`t`: with :math:`q_c = w_c ((1-\\varepsilon) t_c +
+      \\varepsilon / C)`, :math:`\\partial\\ell/\\partial z_c = p_c \\sum_k q_k - q_c`.
+
+    It is one element-wise pass over the logits that XLA writes in place of them,
+    so a chunk needs one ``(rows, C)`` buffer, not the two that autodiff of the
+    per-sample losses keeps (the logits and their exponentials). The value is
+    the same per-sample function cross_entropy uses. Both are differentiable
+    (second derivatives differentiate this formula).
+    """
+    rows = z.shape[0]
+    if core.P == 1:  # (rows, C) logits: cross_entropy's class-last layout
+        z = z.reshape(rows, core.C)
+        t_c = t_c.reshape((rows, core.C) if core.probs else (rows,))
+    ax = 1
+    # The logits are read by four passes (the max, the sum of exponentials, the
+    # picked logit and the gradient), each with its own arithmetic, so that XLA
+    # keeps no shifted copy of them and writes the gradient in place of them: one
+    # (rows, C) buffer in all. m carries no derivative (the losses are exactly
+    # shift-invariant), at every order.
+    m = jax.lax.stop_gradient(_row_max(z, ax))
+    s = jnp.log(jnp.sum(jnp.exp(z - m), axis=ax, keepdims=True))
+    cdt = s.dtype
+    C = core.C
+    if core.probs:
+        loss = _probability_losses(z, t_c, cw, eps, normaliser=(m, s))
+    else:
+        loss, w_t = _class_index_losses(
+            z, t_c, cw, eps, ignore_index=core.ignore_index, normaliser=(m, s), finite_cotangent=True
+        )
+    total, shift = _value_first(loss, valid_c, m + s)
+    p = jnp.exp(z - shift)
+    wc = None if cw is None else _class_weight_view(cw.astype(cdt), z.ndim, ax)
+    e = None if eps is None else jnp.asarray(eps, cdt)
+    if core.probs:
+        q = t_c if e is None else t_c * (1 - e) + e / C
+        # (Padding rows are masked by a product: a select against 0 would bring a
+        # full-shape zeros buffer that XLA hoists out of the chunk loop.)
+        q = q * valid_c.reshape((rows,) + (1,) * (z.ndim - 1)).astype(cdt)
+        q = q if wc is None else q * wc
+        dz = p * jnp.sum(q, axis=ax, keepdims=True) - q
+    else:
+        active, in_range, safe, _ = _class_index_weights(t_c, cw, C, core.ignore_index, cdt)
+        kept = jnp.expand_dims(active & in_range, ax)
+        b = jnp.where(kept, jnp.expand_dims(w_t, ax), 0)
+        # The class ids: a 1-D iota behind an optimisation barrier (see _pick: a full-shape
+        # iota would be hoisted out of the chunk loop as a (rows, C) buffer). The one-hot
+        # term multiplies (b is a finite weight): a select against 0 would bring a
+        # full-shape zeros buffer that XLA likewise hoists.
+        classes = _class_weight_view(jax.lax.optimization_barrier(jnp.arange(C, dtype=jnp.int32)), z.ndim, ax)
+        hit = (classes == jnp.expand_dims(safe.astype(jnp.int32), ax)).astype(cdt)
+        if e is None:
+            dz = (p - hit) * b
+        else:
+            b = b * (1 - e)
+            g = jnp.where(kept, e / C, jnp.zeros((), cdt))
+            wsum = C if cw is None else jnp.sum(cw.astype(cdt))
+            dz = p * (b + g * wsum) - hit * b - (g if wc is None else g * wc)
+    return total, dz.reshape(rows, core.C * core.P)
+
+
+def _value_first(loss, valid_c, lse):
+    """``(sum of the valid rows' losses, lse)``, with ``lse`` made to depend on the
+    losses by a term that is exactly 0. Through it XLA computes the losses (which
+    read the picked logits) before the gradient, so that the gradient is the
+    logits' last reader and is written into their buffer: one ``(rows, C)``
+    buffer per chunk, not two. (An optimisation barrier does not survive XLA's
+    pipeline on CPU, and a plain data dependency is what the scheduler follows.)"""
+    loss = jnp.where(valid_c.reshape((-1,) + (1,) * (loss.ndim - 1)), loss, 0)
+    zero = jnp.minimum(jnp.abs(jnp.where(jnp.isfinite(loss), loss, 0)), 0)
+    return jnp.sum(loss), lse + jnp.expand_dims(zero, 1)
 
 
 # --- "checkpoint": the chunked forward under jax.checkpoint, JAX's autodiff --------
@@ -222,8 +310,9 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
     """The summed loss and its gradients w.r.t. the arguments flagged in ``need``.
 
     One scan over the token chunks. Per chunk: logits, the per-chunk loss and its
-    vjp with respect to the logits (the same per-sample function cross_entropy
-    uses), then ``dL/dx`` for the chunk's rows and the chunk's contribution to
+    gradient with respect to the logits (``_loss_and_logit_grad``'s formula, or
+    the vjp of the per-sample losses where a class weight, the smoothing or a
+    probability target is differentiated too), then ``dL/dx`` for the chunk's rows and the chunk's contribution to
     ``dL/dW``, added to the carried ``(C*P, D)`` gradient in row blocks so that
     no second weight-sized buffer is needed.
     """
@@ -233,6 +322,9 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
     @functools.partial(jax.checkpoint, prevent_cse=False)
     def chunk(x_c, t_c, v_c, W2, b2, cw, eps):
         z = _logits(core, x_c, W2, b2)
+        if not (need.cw or need.eps or need.t):
+            s, dz = _loss_and_logit_grad(core, z, cw, eps, t_c, v_c)
+            return s, dz, (jnp.sum(dz, axis=0) if need.b else None), {}
         fixed = {"cw": cw, "eps": eps, "t": t_c}
         wrt = {k: fixed[k] for k in ("cw", "eps", "t") if getattr(need, k)}
 
@@ -520,7 +612,9 @@ def linear_cross_entropy(
                 f"ignore_index={ignore_index}"
             )
         ignore_index = -100
-        t = target.reshape(N, C, P)
+        # (No trailing unit axis when P == 1: XLA would copy the whole target to give
+        # the chunked view of (N, C, 1) its default layout.)
+        t = target.reshape((N, C, P) if P > 1 else (N, C))
         floats = (input, linear_weight, linear_bias, weight, target)
     else:
         if jnp.issubdtype(target.dtype, jnp.floating):

@@ -142,6 +142,36 @@ def test_matches_cross_entropy_on_materialised_logits(kind, method, reduction):
             assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(got)), c
 
 
+@pytest.mark.parametrize(
+    "kind,reduction", [(k, r) for k in ("class", "probs", "kdim") for r in ("mean", "sum") if (k, r) != ("kdim", "sum")]
+)
+def test_fused_logit_gradient_formula(kind, reduction):
+    """Only input, weight and bias differentiated: the fused path then uses its written-out
+    gradient of the logits (differentiating a class weight, the smoothing or a probability
+    target, as the test above does, takes autodiff of the per-sample losses instead).
+    Every combination of class weight and smoothing, ignored rows, padded chunks."""
+    with jax.enable_x64(True):
+        x, W, b, cw, y = _problem(kind)
+        kw = {} if kind == "probs" else {"ignore_index": -100}
+        options = [{}, {"weight": cw}, {"label_smoothing": 0.2}, {"weight": cw, "label_smoothing": 0.2}]
+
+        def vg(fn, opts):
+            f = lambda x, W, b: fn(x, W, b, y, reduction=reduction, **kw, **opts)  # noqa: E731
+            return jax.value_and_grad(f, (0, 1, 2))(x, W, b)
+
+        @jax.jit
+        def run(x, W, b):
+            return [
+                (vg(_materialised, o), [vg(functools.partial(_lce, chunk_size=c, method="fused"), o) for c in (1, 4, 16)])
+                for o in options
+            ]
+
+        for o, (want, gots) in zip(options, run(x, W, b), strict=True):
+            for got in gots:
+                _assert_tree_close(got, want)
+            assert float(jnp.max(jnp.abs(want[1][1]))) > 1e-3, o
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("argnum", [0, 1, 2])
 def test_gradient_of_one_argument(method, argnum):
@@ -224,6 +254,29 @@ def test_hessian_vector_products(kind, method):
         def rev_rev(g):
             inner = lambda *a: sum(jnp.vdot(u, t) for u, t in zip(jax.grad(g, argnums)(*a), tans))  # noqa: E731
             return jax.jit(jax.grad(inner, argnums))(*args)
+
+        _assert_tree_close(rev_rev(f), rev_rev(ref), rtol=1e-9)
+        assert any(float(jnp.max(jnp.abs(h))) > 1e-3 for h in fwd_rev[0])
+
+
+@pytest.mark.parametrize("kind", ["class", "probs", "kdim"])
+def test_fused_hvp_of_the_linear_arguments(kind):
+    """HVPs w.r.t. input, weight and bias only, so that the fused path's written-out
+    logit gradient is what gets differentiated (forward-over-reverse and
+    reverse-over-reverse), with a class weight and smoothing."""
+    with jax.enable_x64(True):
+        x, W, b, cw, y = _problem(kind)
+        kw = {"weight": cw, "label_smoothing": 0.2}
+        f = lambda x, W, b: _lce(x, W, b, y, chunk_size=4, method="fused", **kw)  # noqa: E731
+        ref = lambda x, W, b: _materialised(x, W, b, y, **kw)  # noqa: E731
+        args = (x, W, b)
+        tans = _tangents(args)
+        fwd_rev = [jax.jit(lambda a, t, g=g: jax.jvp(jax.grad(g, (0, 1, 2)), a, t)[1])(args, tans) for g in (f, ref)]
+        _assert_tree_close(*fwd_rev, rtol=1e-9)
+
+        def rev_rev(g):
+            inner = lambda *a: sum(jnp.vdot(u, t) for u, t in zip(jax.grad(g, (0, 1, 2))(*a), tans))  # noqa: E731
+            return jax.jit(jax.grad(inner, (0, 1, 2)))(*args)
 
         _assert_tree_close(rev_rev(f), rev_rev(ref), rtol=1e-9)
         assert any(float(jnp.max(jnp.abs(h))) > 1e-3 for h in fwd_rev[0])
