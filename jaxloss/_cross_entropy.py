@@ -60,9 +60,32 @@ def _check_indices_in_range(target, num_classes: int, ignore_index: int) -> None
     )
 
 
+# XLA:CPU (jaxlib 0.10.2) reduces rows longer than 32768 elements several times slower
+# than the same data in rows of at most 32768 (measured on 128 MiB of float32: a sum of
+# exponentials 54-81 ms against 11 ms, a max 10.5 ms against 3.9 ms), so class axes
+# longer than this are reduced in two stages.
+LONG_ROW = 32768
+MIN_PIECE = 4096
+
+
+def _class_reduce(reducer, v: jax.Array, ax: int) -> jax.Array:
+    """``reducer(v, axis=ax, keepdims=True)`` (``jnp.sum`` or ``jnp.max``), in two stages when
+    the axis is longer than ``LONG_ROW``: over pieces of at most ``LONG_ROW`` elements (the
+    smallest number of equal pieces that divides it, if each is still ``MIN_PIECE`` long),
+    then over the pieces. An optimisation barrier stops XLA from merging the two back
+    into one long reduction; it is differentiable, so every derivative still works."""
+    n = v.shape[ax]
+    pieces = next((k for k in range(-(-n // LONG_ROW), n // MIN_PIECE + 1) if n % k == 0), None)
+    if n <= LONG_ROW or pieces is None:
+        return reducer(v, axis=ax, keepdims=True)
+    split = v.reshape(v.shape[:ax] + (pieces, n // pieces) + v.shape[ax + 1 :])
+    part = reducer(split, axis=ax + 1)
+    return reducer(jax.lax.optimization_barrier(part), axis=ax, keepdims=True)
+
+
 def _row_max(x: jax.Array, ax: int) -> jax.Array:
     """The row max in the compute dtype (taken in ``x``'s own dtype, where it is exact); 0 if not finite."""
-    m = jnp.max(x, axis=ax, keepdims=True).astype(compute_dtype(x.dtype))
+    m = _class_reduce(jnp.max, x, ax).astype(compute_dtype(x.dtype))
     return jnp.where(jnp.isfinite(m), m, 0)
 
 
@@ -83,7 +106,7 @@ def _log_normaliser(x: jax.Array, ax: int) -> tuple[jax.Array, jax.Array]:
     rule is itself differentiable.
     """
     m = _row_max(x, ax)
-    s = jnp.log(jnp.sum(jnp.exp(x.astype(m.dtype) - m), axis=ax, keepdims=True))
+    s = jnp.log(_class_reduce(jnp.sum, jnp.exp(x.astype(m.dtype) - m), ax))
     return m, s
 
 
@@ -113,7 +136,7 @@ def _log_normaliser_jvp(ax, primals, tangents):
     m = jax.lax.stop_gradient(_row_max(x, ax))
     xc = x.astype(m.dtype)
     e = jnp.exp(xc - m)
-    z = jnp.sum(e, axis=ax, keepdims=True)
+    z = _class_reduce(jnp.sum, e, ax)
     s = jnp.log(z)
     if xc.dtype == x.dtype:
         # XLA keeps exp(x - m) for the backward and writes the gradient into it in place.

@@ -55,6 +55,7 @@ from jaxloss._cross_entropy import (
     _check_indices_in_range,
     _class_index_losses,
     _class_index_weights,
+    _class_reduce,
     _class_weight_view,
     _probability_losses,
     _row_max,
@@ -163,7 +164,7 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
     # (rows, C) buffer in all. m carries no derivative (the losses are exactly
     # shift-invariant), at every order.
     m = jax.lax.stop_gradient(_row_max(z, ax))
-    s = jnp.log(jnp.sum(jnp.exp(z - m), axis=ax, keepdims=True))
+    s = jnp.log(_class_reduce(jnp.sum, jnp.exp(z - m), ax))
     cdt = s.dtype
     C = core.C
     if core.probs:

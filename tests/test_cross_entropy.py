@@ -508,3 +508,64 @@ def test_bf16_gradient_holds_no_float32_copy_of_the_logits():
     f = jax.jit(jax.value_and_grad(lambda x, y: L.cross_entropy(x, y)))
     temp = f.lower(x, y).compile().memory_analysis().temp_size_in_bytes
     assert temp < N * C * 4 // 4, temp
+
+
+# --------------------------------------------- long class axes: two-stage reductions
+
+
+def _split_small(monkeypatch):
+    """Make 'long' mean more than 8 classes, in pieces of at least 2, for fresh traces."""
+    from jaxloss import _cross_entropy as impl
+
+    jax.clear_caches()
+    monkeypatch.setattr(impl, "LONG_ROW", 8)
+    monkeypatch.setattr(impl, "MIN_PIECE", 2)
+    return impl
+
+
+@pytest.mark.parametrize("C,split", [(24, True), (8, False), (23, False)])
+@pytest.mark.parametrize("ax", [1, 2])
+def test_class_reduce_in_two_stages_equals_one(monkeypatch, C, split, ax):
+    """24 classes: 3 pieces of 8; 8 classes are not long; 23 (prime) cannot be split."""
+    impl = _split_small(monkeypatch)
+    shape = (3, C, 2) if ax == 1 else (3, 2, C)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal(shape))
+    with jax.enable_x64(True):
+        x = x.astype(jnp.float64)
+        for reducer in (jnp.sum, jnp.max):
+            got = impl._class_reduce(reducer, x, ax)
+            np.testing.assert_allclose(np.asarray(got), np.asarray(reducer(x, axis=ax, keepdims=True)), rtol=1e-14)
+            barrier = "optimization_barrier" in str(jax.make_jaxpr(lambda v, r=reducer: impl._class_reduce(r, v, ax))(x))
+            assert barrier == split, (C, reducer)
+    jax.clear_caches()
+
+
+def test_two_stage_reductions_keep_values_and_every_derivative(monkeypatch):
+    """cross_entropy and linear_cross_entropy with a 'long' class axis (24 classes in 3
+    pieces): value, gradient and HVP equal those of the one-stage reduction."""
+    with jax.enable_x64(True):
+        r = np.random.default_rng(1)
+        x = jnp.asarray(r.standard_normal((6, 24)))
+        h, W = jnp.asarray(r.standard_normal((6, 5))), jnp.asarray(r.standard_normal((24, 5)))
+        y = jnp.asarray(r.integers(0, 24, 6))
+        w = jnp.asarray(r.uniform(0.5, 2.0, 24))
+        ce = lambda x: L.cross_entropy(x, y, weight=w, label_smoothing=0.1)  # noqa: E731
+        lce = lambda h: L.linear_cross_entropy(h, W, y, weight=w, label_smoothing=0.1, chunk_size=4)  # noqa: E731
+
+        def derivatives(f, a):
+            v, g = jax.value_and_grad(f)(a)
+            direction = jnp.asarray(np.random.default_rng(2).standard_normal(a.shape), a.dtype)
+            return v, g, jax.jvp(jax.grad(f), (a,), (direction,))[1]
+
+        def run():
+            return [derivatives(ce, x), derivatives(lce, h), derivatives(ce, x.astype(jnp.float32))]
+
+        jax.clear_caches()
+        want = run()
+        _split_small(monkeypatch)
+        got = run()
+        jax.clear_caches()
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        # Summation order differs: rounding of the largest term is the scale.
+        rtol = 1e-6 if a.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=rtol * float(np.max(np.abs(b))))
