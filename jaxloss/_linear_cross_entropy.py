@@ -209,8 +209,9 @@ def _value_first(loss, valid_c, lse):
     losses by a term that is exactly 0. Through it XLA computes the losses (which
     read the picked logits) before the gradient, so that the gradient is the
     logits' last reader and is written into their buffer: one ``(rows, C)``
-    buffer per chunk, not two. (An optimisation barrier does not survive XLA's
-    pipeline on CPU, and a plain data dependency is what the scheduler follows.)"""
+    buffer per chunk, not two. (An optimisation barrier does not order them: XLA
+    on CPU removes barriers before it schedules; a data dependency is what the
+    scheduler follows.)"""
     loss = jnp.where(valid_c.reshape((-1,) + (1,) * (loss.ndim - 1)), loss, 0)
     zero = jnp.minimum(jnp.abs(jnp.where(jnp.isfinite(loss), loss, 0)), 0)
     return jnp.sum(loss), lse + jnp.expand_dims(zero, 1)
