@@ -179,15 +179,22 @@ def _pick(x: jax.Array, idx: jax.Array, ax: int, finite_cotangent: bool = False)
 def _pick_jvp(ax, finite_cotangent, primals, tangents):
     x, idx = primals
     dx = tangents[0]
-    # Compare in int32: an iota in a narrow target dtype (uint8, int8) would wrap for C > 255.
-    # The class ids are a 1-D iota behind an optimisation barrier, broadcast inside
-    # the compare: a full-shape iota would be a loop invariant inside
-    # linear_cross_entropy's scan, which XLA hoists out of the loop as a
-    # materialised (chunk, C) buffer.
-    classes = jax.lax.optimization_barrier(jnp.arange(x.shape[ax], dtype=jnp.int32))
-    hit = _class_weight_view(classes, x.ndim, ax) == jnp.expand_dims(idx.astype(jnp.int32), ax)
+    hit = _one_hot(idx, x.shape[ax], x.ndim, ax)
     masked = dx * hit.astype(dx.dtype) if finite_cotangent else jnp.where(hit, dx, 0)
     return _pick(x, idx, ax, finite_cotangent), jnp.sum(masked, axis=ax)
+
+
+def _one_hot(idx: jax.Array, num_classes: int, ndim: int, ax: int) -> jax.Array:
+    """Boolean ``class == idx`` along axis ``ax`` of an ``ndim``-dimensional array.
+
+    Compared in int32: an iota in a narrow target dtype (uint8, int8) would wrap for
+    C > 255. The class ids are a 1-D iota behind an optimisation barrier, broadcast
+    inside the compare: a full-shape iota would be a loop invariant inside
+    linear_cross_entropy's scan, which XLA hoists out of the loop as a materialised
+    (chunk, C) buffer.
+    """
+    classes = jax.lax.optimization_barrier(jnp.arange(num_classes, dtype=jnp.int32))
+    return _class_weight_view(classes, ndim, ax) == jnp.expand_dims(idx.astype(jnp.int32), ax)
 
 
 def _wide_index(target: jax.Array) -> jax.Array:

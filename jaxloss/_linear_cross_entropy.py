@@ -18,8 +18,8 @@ Two chunked implementations (``method=``):
     are differentiated (the training case), each chunk's gradient of the logits
     is a written-out formula (softmax minus the smoothed one-hot) that XLA
     writes in place of the logits: one ``(chunk, C)`` buffer per chunk;
-    otherwise it is JAX's autodiff of the per-sample losses. The tangent is the inner
-    product of those gradients with the input tangents, so reverse mode (its
+    otherwise it is JAX's autodiff of the per-sample losses. The tangent is the
+    inner product of those gradients with the input tangents, so reverse mode (its
     transpose) reuses them without recomputing the logits, and forward mode
     (``jax.jvp``, ``jacfwd``) works too. Gradients of arguments that are not
     differentiated are not computed (symbolic zeros). Second derivatives
@@ -57,6 +57,7 @@ from jaxloss._cross_entropy import (
     _class_index_weights,
     _class_reduce,
     _class_weight_view,
+    _one_hot,
     _probability_losses,
     _row_max,
 )
@@ -188,12 +189,9 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
         active, in_range, safe, _ = _class_index_weights(t_c, cw, C, core.ignore_index, cdt)
         kept = jnp.expand_dims(active & in_range, ax)
         b = jnp.where(kept, jnp.expand_dims(w_t, ax), 0)
-        # The class ids: a 1-D iota behind an optimisation barrier (see _pick: a full-shape
-        # iota would be hoisted out of the chunk loop as a (rows, C) buffer). The one-hot
-        # term multiplies (b is a finite weight): a select against 0 would bring a
-        # full-shape zeros buffer that XLA likewise hoists.
-        classes = _class_weight_view(jax.lax.optimization_barrier(jnp.arange(C, dtype=jnp.int32)), z.ndim, ax)
-        hit = (classes == jnp.expand_dims(safe.astype(jnp.int32), ax)).astype(cdt)
+        # The one-hot term multiplies (b is a finite weight): a select against 0 would
+        # bring a full-shape zeros buffer that XLA hoists out of the chunk loop.
+        hit = _one_hot(safe, C, z.ndim, ax).astype(cdt)
         if e is None:
             dz = (p - hit) * b
         else:
@@ -314,9 +312,10 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
     One scan over the token chunks. Per chunk: logits, the per-chunk loss and its
     gradient with respect to the logits (``_loss_and_logit_grad``'s formula, or
     the vjp of the per-sample losses where a class weight, the smoothing or a
-    probability target is differentiated too), then ``dL/dx`` for the chunk's rows and the chunk's contribution to
-    ``dL/dW``, added to the carried ``(C*P, D)`` gradient in row blocks so that
-    no second weight-sized buffer is needed.
+    probability target is differentiated too), then ``dL/dx`` for the chunk's
+    rows and the chunk's contribution to ``dL/dW``, added to the carried
+    ``(C*P, D)`` gradient in row blocks so that no second weight-sized buffer is
+    needed.
     """
     n_chunks, rows, D = xs.shape
     CP = W2.shape[0]
