@@ -173,6 +173,7 @@ def environment(device, torch_used: bool) -> dict[str, Any]:
 
         env["torch_device"] = str(harness.TORCH_DEVICE)
         env["torch_threads"] = torch.get_num_threads()
+        env["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     return env
 
 
@@ -209,7 +210,9 @@ def _group(r: dict[str, Any], variant: str | None = None) -> tuple:
 
 def add_ratios(results: list[dict[str, Any]], baselines: dict[int, Any]) -> None:
     """``ratios``: this case's median over each compared impl's median (same group);
-    for a jaxloss variant also over the plain jaxloss call (key ``"plain"``)."""
+    for a jaxloss variant also over the plain jaxloss call (key ``"plain"``): the
+    group's own ``"plain"`` case when it has one (timed side by side), else the
+    plain call's group."""
     by_group: dict[tuple, dict[str, dict]] = {}
     for r in results:
         if "median_s" in r:
@@ -224,7 +227,7 @@ def add_ratios(results: list[dict[str, Any]], baselines: dict[int, Any]) -> None
         else:
             others = [base] if isinstance(base, str) else list(base)
         ratios = {o: r["median_s"] / group[o]["median_s"] for o in others if o in group and group[o]["median_s"] > 0}
-        if r["impl"] == "jaxloss" and r.get("variant"):
+        if r["impl"] == "jaxloss" and r.get("variant") and "plain" not in ratios:
             plain = by_group.get(_group(r, variant=""), {}).get("jaxloss")
             if plain is not None and plain["median_s"] > 0:
                 ratios["plain"] = r["median_s"] / plain["median_s"]
@@ -238,7 +241,7 @@ def value_mismatches(results: list[dict[str, Any]], rtol: float = 1e-3, rtol_low
     like for like."""
     by_group: dict[tuple, dict[str, float]] = {}
     for r in results:
-        if r.get("value") is not None:
+        if r.get("value") is not None and r["impl"] != "plain":  # "plain" omits the options
             by_group.setdefault(_group(r), {})[r["impl"]] = r["value"]
     out = []
     for (loss, variant, mode, size), values in by_group.items():
@@ -262,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         args.min_time = 0.1 if args.quick else 1.0
     if repeats < 1 or args.warmup < 0:
         raise SystemExit("--repeats must be >= 1 and --warmup >= 0")
+
+    # torch's OpenMP threads (libgomp) otherwise spin for a while after each of its
+    # calls, on the cores the next call (jax's) needs. Read when torch loads, so set
+    # before any suite imports it; a value already in the environment is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     import jax
 

@@ -35,7 +35,8 @@ class BenchCase:
     call (``"weight"``, ``"label_smoothing=0.1"``); ``""`` is the plain call, and a
     variant's jaxloss case is also compared with the plain jaxloss case. ``setup``
     (optional) runs first, untimed: building the inputs, so that neither compile time
-    nor the first call pays for it.
+    nor the first call pays for it. ``min_repeats`` raises the number of rounds for
+    the case's group (a headline figure, worth more samples than ``--quick`` gives).
     """
 
     loss: str
@@ -49,6 +50,7 @@ class BenchCase:
     baseline: str | tuple[str, ...] | None = None
     variant: str = ""
     setup: Callable[[], Any] | None = None
+    min_repeats: int = 0
 
     @property
     def group(self) -> str:
@@ -97,9 +99,14 @@ def measure_side_by_side(
 ) -> list[dict[str, Any]]:
     """Time several cases (the implementations of one group) in turns: each is set up,
     compiled and warmed up, then every round times one call of each, so that a change
-    in the machine's load during the measurement hits all of them alike. Rounds go on
-    until ``repeats`` and, while the timed calls add up to less than ``min_time`` per
-    case, up to ``max_repeats``. One result per case, as :func:`measure` gives."""
+    in the machine's load during the measurement hits all of them alike. Each round
+    starts one case later than the one before (round ``r`` runs cases ``r % k, r % k + 1,
+    ...``), so that no case always runs right after the same other one: the call
+    after another library's pays for what that library leaves behind (its threads
+    still spinning, a cache full of its buffers; measured on a 2-core CPU: a 3 ms
+    call that always followed torch's ran 2x slower). Rounds go on until ``repeats``
+    and, while the timed calls add up to less than ``min_time`` per case, up to
+    ``max_repeats``. One result per case, as :func:`measure` gives."""
     results: list[dict[str, Any]] = []
     for case in cases:
         result: dict[str, Any] = {
@@ -121,8 +128,11 @@ def measure_side_by_side(
     times: list[list[float]] = [[] for _ in cases]
     outs: list[Any] = [None] * len(cases)
     rounds = 0
+    repeats = max([repeats] + [c.min_repeats for c in cases])
     while rounds < repeats or (sum(map(sum, times)) < min_time * len(cases) and rounds < max_repeats):
-        for i, case in enumerate(cases):
+        for j in range(len(cases)):
+            i = (rounds + j) % len(cases)
+            case = cases[i]
             t0 = time.perf_counter()
             outs[i] = _block(case.run())
             times[i].append(time.perf_counter() - t0)
@@ -362,6 +372,8 @@ def loss_cases(
     variant: str = "",
     modes: tuple[str, ...] = MODES,
     torch_modes: tuple[str, ...] | None = None,
+    plain: Callable | None = None,
+    min_repeats: int = 0,
 ) -> list[BenchCase]:
     """The cases comparing one call of a loss: jaxloss, optax's equivalent (when there
     is one) and torch (when installed), for each mode, all on the same ``data``.
@@ -370,15 +382,23 @@ def loss_cases(
     ``data``'s arrays; each returns the scalar loss. Nothing is built when ``jaxloss``
     is ``None`` (the loss does not exist yet: :func:`jaxloss_loss` noted it).
     ``torch_modes`` (default ``modes``) limits the torch cases, the slowest to run.
+    ``plain`` (for a ``variant``): jaxloss's call without the variant's options, on
+    the same data, timed in the same rounds as impl ``"plain"``, so that what the
+    options cost (the ``jl/plain`` ratio) is measured side by side rather than
+    against the plain call's own group, timed at another moment. ``min_repeats``:
+    see :class:`BenchCase`.
     """
     if jaxloss is None:
         return []
     cases: list[BenchCase] = []
     for mode in modes:
         jargs = lambda: data().jax()  # noqa: E731
-        cases.append(jax_case(loss, "jaxloss", mode, size, jaxloss, jargs, argnums=argnums, variant=variant))
+        kw = {"argnums": argnums, "variant": variant, "min_repeats": min_repeats}
+        cases.append(jax_case(loss, "jaxloss", mode, size, jaxloss, jargs, **kw))
+        if plain is not None and variant:
+            cases.append(jax_case(loss, "plain", mode, size, plain, jargs, **kw))
         if optax is not None:
-            cases.append(jax_case(loss, "optax", mode, size, optax, jargs, argnums=argnums, variant=variant))
+            cases.append(jax_case(loss, "optax", mode, size, optax, jargs, **kw))
         if torch is not None and torch_available() and mode in (modes if torch_modes is None else torch_modes):
-            cases.append(torch_case(loss, mode, size, torch, data, argnums=argnums, variant=variant))
+            cases.append(torch_case(loss, mode, size, torch, data, **kw))
     return cases

@@ -65,6 +65,14 @@ def test_json_schema(ce_run):
         assert math.isclose(r["ratios"]["optax"], r["median_s"] / _median(doc, r, "optax"))
     smoothed = [r for r in doc["results"] if r["impl"] == "jaxloss" and r["variant"].startswith("label_smoothing")]
     assert smoothed and all("plain" in r["ratios"] and "optax" in r["ratios"] for r in smoothed)
+    # an option variant's cost is measured against the plain call timed in the same
+    # rounds (impl "plain"), whose value (without the options) is not a mismatch
+    options = [r for r in doc["results"] if r["impl"] == "jaxloss" and r["loss"] == "cross_entropy" and r["variant"]]
+    with_plain = [r for r in options if r["variant"] in ("weight", "ignore_index", "all_options", "label_smoothing=0.1")]
+    assert len(with_plain) == 4  # the variants run at the last size only
+    for r in with_plain:
+        assert math.isclose(r["ratios"]["plain"], r["median_s"] / _median(doc, r, "plain"))
+        assert _value(doc, r, "plain") != r["value"] or r["variant"] == "ignore_index"
     if harness.torch_available():
         assert env["versions"]["torch"]
         assert all("torch" in r["ratios"] for r in plain)
@@ -76,6 +84,14 @@ def _median(doc, r, impl):
 
     (other,) = [o for o in doc["results"] if key(o) == key(r) and o["impl"] == impl]
     return other["median_s"]
+
+
+def _value(doc, r, impl):
+    def key(o):
+        return o["loss"], o["variant"], o["mode"], o["size"]
+
+    (other,) = [o for o in doc["results"] if key(o) == key(r) and o["impl"] == impl]
+    return other["value"]
 
 
 def test_only_and_sizes_select(ce_run):
@@ -102,7 +118,8 @@ def test_only_a_loss_no_torch_no_plots(tmp_path):
     assert rc == 0, doc["errors"]
     assert doc["environment"]["platform"] == "cpu" and doc["options"]["device"] == "cpu:0"
     assert {r["loss"] for r in doc["results"]} == {"nll_loss"}
-    assert {r["impl"] for r in doc["results"]} == {"jaxloss"}
+    # no torch: jaxloss alone, and the plain call timed beside the weight variant
+    assert {r["impl"] for r in doc["results"]} == {"jaxloss", "plain"}
     assert {r["mode"] for r in doc["results"]} == {"value", "value_and_grad"}
     assert doc["options"]["torch"] is False and doc["plots"] == []
     assert not list(tmp_path.glob("*.png"))
@@ -212,17 +229,23 @@ def test_measure_repeats_until_min_time():
 
 def test_measure_side_by_side_takes_turns():
     """The implementations of a group are compiled and warmed up first, then timed in
-    turns (a, b, a, b, ...), each result with its own call count and value."""
+    turns, each round starting one case later (a b c, b c a, c a b, a b c), so that no
+    case always follows the same one; each result has its own call count and value.
+    A case's ``min_repeats`` raises the rounds of its whole group."""
     log = []
 
-    def make(name, value):
+    def make(name, value, min_repeats=0):
         def run():
             log.append(name)
             return np.float32(value)
 
-        return harness.BenchCase("l", name, "value", {"N": 1}, run=run, compile=lambda: log.append(f"compile {name}"))
+        return harness.BenchCase(
+            "l", name, "value", {"N": 1}, run=run, compile=lambda: log.append(f"compile {name}"), min_repeats=min_repeats
+        )
 
-    ra, rb = harness.measure_side_by_side([make("a", 1.0), make("b", 2.0)], repeats=3, warmup=1)
-    assert log == ["compile a", "a", "compile b", "b"] + ["a", "b"] * 3
-    assert (ra["impl"], ra["value"], ra["repeats"]) == ("a", 1.0, 3)
-    assert (rb["impl"], rb["value"], rb["repeats"]) == ("b", 2.0, 3)
+    ra, rb, rc = harness.measure_side_by_side([make("a", 1.0), make("b", 2.0), make("c", 3.0, 4)], repeats=2, warmup=1)
+    warm = ["compile a", "a", "compile b", "b", "compile c", "c"]
+    assert log == warm + ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    assert (ra["impl"], ra["value"], ra["repeats"]) == ("a", 1.0, 4)
+    assert (rb["impl"], rb["value"], rb["repeats"]) == ("b", 2.0, 4)
+    assert (rc["impl"], rc["value"], rc["repeats"]) == ("c", 3.0, 4)
