@@ -342,6 +342,135 @@ def test_low_precision_gradient_is_the_rounded_float32_gradient(low, smoothing):
     np.testing.assert_allclose(np.asarray(hvp, np.float32), hvp_ref, rtol=4 * ulp, atol=4 * ulp * float(jnp.max(jnp.abs(hvp_ref))))
 
 
+# bf16 logits, "mean"/"sum": the gradient is written out and rounded once (_bf16_total).
+
+_BF16_LAYOUTS = {"2d": (6, 5, ()), "kdim": (3, 5, (4,)), "unbatched": (None, 7, ())}
+
+
+def _bf16_case(layout, seed=0):
+    n, c, extra = _BF16_LAYOUTS[layout]
+    x, t, w, _ = _data(seed, n=n or 1, c=c, extra=extra)
+    t = _ignored(t) if n else t
+    if n is None:
+        x, t = x[0], t[0]
+    return (x * 3).astype(jnp.bfloat16), t, w
+
+
+@pytest.mark.parametrize("layout", sorted(_BF16_LAYOUTS))
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("smoothing", [None, 0.3])
+def test_bf16_gradient_is_the_float32_gradient_rounded_once(layout, reduction, weighted, smoothing):
+    """The bf16 gradient equals the float32 gradient of the same (widened) logits,
+    rounded to bf16 once: within half an ulp of bf16 plus float32 noise (the written-out
+    formula and autodiff order their float32 sums differently). The value is the
+    float32 value rounded to the result dtype."""
+    xl, t, w = _bf16_case(layout)
+    kw = {"reduction": reduction, "weight": w if weighted else None}
+    if smoothing:
+        kw["label_smoothing"] = smoothing
+    v, g = jax.jit(jax.value_and_grad(lambda x: L.cross_entropy(x, t, **kw)))(xl)
+    v_ref, g_ref = jax.value_and_grad(lambda x: L.cross_entropy(x, t, **kw))(xl.astype(jnp.float32))
+    assert g.dtype == jnp.bfloat16 and v.dtype == (jnp.float32 if weighted else jnp.bfloat16)
+    np.testing.assert_allclose(np.float32(v), v_ref, rtol=1e-6 if weighted else 2.0**-8)
+    err = _bf16_ulps(g, g_ref)
+    assert err.max() <= 0.5 + 2.0**-10, err.max()
+
+
+def _bf16_ulps(g, ref):
+    """|g - ref| in units of bf16's spacing at ``ref`` (correct rounding: at most 1/2)."""
+    ref = np.asarray(ref, np.float64)
+    spacing = np.exp2(np.floor(np.log2(np.maximum(np.abs(ref), 1e-38))) - 7)
+    return np.abs(np.asarray(g, np.float64) - ref) / spacing
+
+
+@pytest.mark.parametrize("layout", sorted(_BF16_LAYOUTS))
+def test_bf16_written_out_gradient_keeps_every_derivative(layout):
+    """Through _bf16_total: gradients w.r.t. weight and label_smoothing, a cotangent
+    other than 1 (a second rounding: within 1.5 ulp), forward mode, vmap(grad) and a
+    Hessian-vector product all agree with the float32 computation."""
+    xl, t, w = _bf16_case(layout)
+    x32 = xl.astype(jnp.float32)
+
+    def f(x, w, e):
+        return L.cross_entropy(x, t, weight=w, label_smoothing=e).astype(jnp.float32)
+
+    e = jnp.float32(0.2)
+    gw, ge = jax.jit(jax.grad(f, argnums=(1, 2)))(xl, w, e)
+    gw_ref, ge_ref = jax.grad(f, argnums=(1, 2))(x32, w, e)
+    np.testing.assert_allclose(gw, gw_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ge, ge_ref, rtol=1e-5, atol=1e-6)
+
+    g3 = jax.jit(jax.grad(lambda x: 3.7 * f(x, w, e)))(xl)
+    ref3 = jax.grad(lambda x: 3.7 * f(x, w, e))(x32)
+    # Rounded twice (g to bf16, then 3.7 * g): 1/2 ulp of 3.7 * g plus 3.7 times 1/2 ulp
+    # of g, which is under one ulp of 3.7 * g: at most 1.5 ulp.
+    err = _bf16_ulps(g3, ref3)
+    assert err.max() <= 1.5 + 2.0**-10, err.max()
+
+    v = jnp.asarray(np.random.default_rng(5).standard_normal(xl.shape), jnp.bfloat16)
+    tw = jnp.asarray(np.random.default_rng(6).standard_normal(w.shape), jnp.float32)
+    _, tan = jax.jvp(f, (xl, w, e), (v, tw, jnp.float32(0.5)))
+    _, tan_ref = jax.jvp(f, (x32, w, e), (v.astype(jnp.float32), tw, jnp.float32(0.5)))
+    np.testing.assert_allclose(tan, tan_ref, rtol=1e-2, atol=1e-2 * float(jnp.abs(tan_ref)))
+
+    hvp = jax.jvp(jax.grad(lambda x: f(x, w, e)), (xl,), (v,))[1]
+    hvp_ref = jax.jvp(jax.grad(lambda x: f(x, w, e)), (x32,), (v.astype(jnp.float32),))[1]
+    np.testing.assert_allclose(np.asarray(hvp, np.float32), hvp_ref, rtol=2e-2, atol=2e-2 * float(jnp.max(jnp.abs(hvp_ref))))
+
+    batch = jnp.stack([xl, (xl.astype(jnp.float32) * 0.5).astype(jnp.bfloat16)])
+    gb = jax.vmap(jax.grad(lambda x: f(x, w, e)))(batch)
+    for i in range(2):
+        np.testing.assert_array_equal(gb[i], jax.grad(lambda x: f(x, w, e))(batch[i]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_bf16_written_out_gradient_edge_cases_match_autodiff(reduction):
+    """Every target ignored (mean: 0/0), a zero total weight over kept targets, and an
+    out-of-range target inside jit: the value and where the gradient is NaN or exactly
+    zero are those of autodiff of the per-sample losses; the finite gradient is the
+    float32 one rounded once (autodiff rounds each term apart: up to a few ulp off)."""
+    from jaxloss import _cross_entropy as impl
+
+    x, t, w, _ = _data(3, n=4, c=5)
+    xl = (x * 3).astype(jnp.bfloat16)
+    w0 = w.at[t].set(0.0)
+    cases = [
+        (jnp.full_like(t, -100), None, 0.1),
+        (t, w0, None),
+        (t, w0, 0.1),
+        (t.at[1].set(9), w, 0.1),
+    ]
+    for tgt, wt, e in cases:
+        kw = {"ignore_index": -100, "reduction": reduction, "out_dtype": jnp.dtype(jnp.float32 if wt is not None else jnp.bfloat16)}
+        new = jax.jit(jax.value_and_grad(lambda x: impl._bf16_total(tuple(kw.values()), x, tgt, wt, e).astype(jnp.float32)))(xl)
+        old = jax.jit(jax.value_and_grad(lambda x: impl._indices_total(x, tgt, wt, e, **kw).astype(jnp.float32)))(xl)
+        np.testing.assert_array_equal(np.isnan(np.asarray(new[0])), np.isnan(np.asarray(old[0])))
+        if not np.isnan(old[0]):
+            np.testing.assert_allclose(new[0], old[0], rtol=1e-6)
+        gn, go = np.asarray(new[1], np.float32), np.asarray(old[1], np.float32)
+        np.testing.assert_array_equal(np.isnan(gn), np.isnan(go))
+        np.testing.assert_array_equal(gn == 0, go == 0)
+        g32 = jax.grad(lambda x: impl._indices_total(x, tgt, wt, e, **{**kw, "out_dtype": jnp.dtype(jnp.float32)}))(
+            xl.astype(jnp.float32)
+        )
+        finite = np.isfinite(gn) & (gn != 0)
+        assert _bf16_ulps(gn[finite], np.asarray(g32)[finite]).max(initial=0) <= 0.5 + 2.0**-10
+
+
+def test_round_to_bf16_is_the_convert():
+    from jaxloss import _cross_entropy as impl
+
+    r = np.random.default_rng(11)
+    bits = r.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    special = np.array([0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001, 0x7F7FFFFF, 0x00000001, 0x80000000,
+                        0x3F808000, 0x3F818000, 0x3F807FFF, 0x7F7F8000], dtype=np.uint32)
+    f = jnp.asarray(np.concatenate([bits, special]).view(np.float32))
+    got, want = jax.jit(impl._round_to_bf16)(f), f.astype(jnp.bfloat16)
+    same = (np.asarray(got).view(np.uint16) == np.asarray(want).view(np.uint16)) | (np.isnan(np.asarray(got, np.float32)) & np.isnan(np.asarray(want, np.float32)))
+    assert same.all(), np.asarray(f)[~same][:5]
+
+
 def test_low_precision_huge_logits_accumulate_in_float32():
     # 4096 classes of bf16 logits: a bf16 sum of exp would lose the value entirely.
     r = np.random.default_rng(17)
@@ -500,14 +629,19 @@ def test_shape_errors_fire_at_trace_time_inside_jit():
     assert bool(jnp.isfinite(jax.jit(lambda e: L.cross_entropy(x, t, label_smoothing=e))(0.5)))
 
 
-def test_bf16_gradient_holds_no_float32_copy_of_the_logits():
+@pytest.mark.parametrize("options", [{}, {"weight": 1}, {"label_smoothing": 0.1}, {"weight": 1, "label_smoothing": 0.1}])
+@pytest.mark.parametrize("extra", [(), (8,)])
+def test_bf16_gradient_holds_no_float32_copy_of_the_logits(options, extra):
     # XLA's own buffer accounting (no timing): the bf16 value_and_grad must not hold
-    # a float32 (N, C) copy of the logits (the bit-level gather and widening avoid it).
+    # a float32 (N, C) copy of the logits (the bit-level gather and widening avoid it),
+    # nor a broadcast class weight or a shared float32 convert (the smoothing sum).
     N, C = 256, 4096
-    x, y = jax.ShapeDtypeStruct((N, C), jnp.bfloat16), jax.ShapeDtypeStruct((N,), jnp.int32)
-    f = jax.jit(jax.value_and_grad(lambda x, y: L.cross_entropy(x, y)))
-    temp = f.lower(x, y).compile().memory_analysis().temp_size_in_bytes
-    assert temp < N * C * 4 // 4, temp
+    x, y = jax.ShapeDtypeStruct((N, C) + extra, jnp.bfloat16), jax.ShapeDtypeStruct((N,) + extra, jnp.int32)
+    w = jax.ShapeDtypeStruct((C,), jnp.float32)
+    kw = dict(options)
+    f = jax.jit(jax.value_and_grad(lambda x, y, w: L.cross_entropy(x, y, **{**kw, **({"weight": w} if "weight" in kw else {})})))
+    temp = f.lower(x, y, w).compile().memory_analysis().temp_size_in_bytes
+    assert temp < x.size * 4 // 4, temp
 
 
 # --------------------------------------------- long class axes: two-stage reductions
