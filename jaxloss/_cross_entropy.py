@@ -220,39 +220,35 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
       the sum precise for huge, close logits; with the class axis last the sum is
       a mat-vec (a broadcast weight would be materialised), else a reduction
       that reads ``x`` directly.
-    - bf16/f16 input: :math:`r = m`, and ``x`` is widened by :func:`_widen_again`
-      (not the normaliser's convert, which XLA would then materialise as a float32
-      copy for both readers: 512 MiB at N=4096, C=32768), so the sum reads ``x``.
+    - bf16/f16 input: :math:`r = m`. The sum reads ``x`` without a float32 copy:
+      a class-weighted bf16 sum is :func:`_bf16_weighted_class_sum`'s mat-vec;
+      otherwise ``x`` is widened behind a barrier, apart from the normaliser's
+      convert (XLA materialises a convert that has two readers: 512 MiB at
+      N=4096, C=32768).
 
     :math:`r` carries no gradient: its terms cancel exactly.
     """
     cdt = m.dtype
-    narrow = x.dtype != cdt
-    xc = x.astype(cdt)
-    r = m if narrow else jax.lax.stop_gradient(jnp.where(jnp.isfinite(picked), picked, m))
-    shifted = xc - jnp.expand_dims(r, ax)
-    class_last = ax == x.ndim - 1
     wc = jnp.ones((x.shape[ax],), cdt) if weight is None else weight.astype(cdt)
     total = jnp.sum(wc)
-    if narrow and weight is not None and x.dtype == jnp.bfloat16:
-        wsum = _bf16_weighted_class_sum(x, wc, ax) - r * total
-    elif narrow:
-        # x widened apart from the normaliser's convert (behind a barrier, so that XLA
-        # does not merge the two): a convert with two readers is materialised.
-        xc = jax.lax.optimization_barrier(x).astype(cdt)
-        xw = xc if weight is None else _class_weight_view(wc, x.ndim, ax) * xc
-        wsum = jnp.sum(xw, axis=ax) - r * total
-    elif class_last:
-        # A mat-vec is the cheapest read of x on CPU (measured: about 0.6x the time of
-        # a shifted sum). The shift is applied after the sum here; the huge, close
-        # logit fixtures confirm float32 parity.
-        wsum = jnp.matmul(xc, wc, precision=jax.lax.Precision.HIGHEST) - r * total
-    elif weight is None:
-        wsum = jnp.sum(shifted, axis=ax)
-    elif class_last:
-        wsum = jnp.matmul(shifted, wc, precision=jax.lax.Precision.HIGHEST)
+    if x.dtype != cdt:
+        r = m
+        if weight is not None and x.dtype == jnp.bfloat16:
+            wsum = _bf16_weighted_class_sum(x, wc, ax)
+        else:
+            xc = jax.lax.optimization_barrier(x).astype(cdt)
+            wsum = jnp.sum(xc if weight is None else _class_weight_view(wc, x.ndim, ax) * xc, axis=ax)
+        wsum = wsum - r * total
     else:
-        wsum = jnp.sum(_class_weight_view(wc, x.ndim, ax) * shifted, axis=ax)
+        r = jax.lax.stop_gradient(jnp.where(jnp.isfinite(picked), picked, m))
+        if ax == x.ndim - 1:
+            # A mat-vec is the cheapest read of x on CPU (measured: about 0.6x the time
+            # of a shifted sum). The shift is applied after the sum here; the huge,
+            # close logit fixtures confirm float32 parity.
+            wsum = jnp.matmul(x, wc, precision=jax.lax.Precision.HIGHEST) - r * total
+        else:
+            shifted = x - jnp.expand_dims(r, ax)
+            wsum = jnp.sum(shifted if weight is None else _class_weight_view(wc, x.ndim, ax) * shifted, axis=ax)
     return total * ((m - r) + s) - wsum
 
 
@@ -309,6 +305,35 @@ def _class_index_weights(target, weight, num_classes: int, ignore_index: int, dt
     safe = jnp.where(active & in_range, target, 0)
     w_t = jnp.ones(target.shape, dtype) if weight is None else weight.astype(dtype)[safe]
     return active, in_range, safe, jnp.where(active, w_t, 0)
+
+
+def _class_index_logit_grad(p, target, weight, eps, ax: int, *, ignore_index: int, scale=None):
+    """The gradient of ``scale`` times the sum of the class-index losses with respect to
+    the logits, written out from their softmax ``p`` (compute dtype).
+
+    With :math:`w` the class weights, :math:`\\varepsilon` the smoothing and :math:`C`
+    the number of classes, for a kept, in-range target :math:`y`:
+    :math:`a\\,p_c - b\\,[c = y] - g\\,w_c` with :math:`b = (1-\\varepsilon) w_y`,
+    :math:`g = \\varepsilon / C`, :math:`a = b + g \\sum_c w_c`; exactly zero for
+    ignored or out-of-range targets (whose loss is 0 or NaN). ``scale`` (a scalar,
+    e.g. a mean's ``1 / sum(w_y)``, possibly inf) multiplies the per-row coefficients.
+    The one-hot term multiplies rather than selects (``b`` is a row coefficient): a
+    select against 0 would bring a full-shape zeros buffer, which XLA hoists out of
+    linear_cross_entropy's chunk loop.
+    """
+    cdt = p.dtype
+    C = p.shape[ax]
+    active, in_range, safe, w_t = _class_index_weights(target, weight, C, ignore_index, cdt)
+    kept = jnp.expand_dims(active & in_range, ax)
+    b = jnp.where(kept, jnp.expand_dims(w_t if scale is None else w_t * scale, ax), 0)
+    hit = _one_hot(safe, C, p.ndim, ax).astype(cdt)
+    if eps is None:
+        return (p - hit) * b
+    e = jnp.asarray(eps, cdt)
+    b = b * (1 - e)
+    g = jnp.where(kept, e / C if scale is None else (e / C) * scale, jnp.zeros((), cdt))
+    wsum = C if weight is None else jnp.sum(weight.astype(cdt))
+    return p * (b + g * wsum) - hit * b - (g if weight is None else g * _class_weight_view(weight.astype(cdt), p.ndim, ax))
 
 
 def _class_index_losses(
@@ -397,8 +422,9 @@ def _bf16_total(static, x, target, weight, label_smoothing):
     so the bf16 gradient is what the rule computed, in one pass with no float32
     convert (measured on CPU at N=4096, C=32768: 168 ms against 218 ms for autodiff
     of the losses). Another cotangent ``c`` gives ``bf16(c * g)``, a second
-    rounding (within 1.5 bf16 ulp of the exact product, against 0.5 for ``c = 1``). Tangents of ``weight`` and ``label_smoothing`` are autodiff's.
-    Second derivatives differentiate the formula.
+    rounding (within 1.5 bf16 ulp of the exact product, against 0.5 for ``c = 1``).
+    Tangents of ``weight`` and ``label_smoothing`` are autodiff's. Second
+    derivatives differentiate the formula.
     """
     ignore_index, reduction, out_dtype = static
     return _indices_total(
@@ -419,36 +445,17 @@ def _bf16_total_jvp(static, primals, tangents):
     total = _indices_total(x, target, weight, eps, normaliser=(m, s), **kw)
     out = jnp.zeros((), out_dtype)
     if not isinstance(tx, SymbolicZero):
-        active, in_range, safe, w_t = _class_index_weights(target, weight, C, ignore_index, cdt)
-        scale = 1 / jnp.sum(w_t) if reduction == "mean" else jnp.ones((), cdt)
-        kept = active & in_range
-        # Per-row coefficients (see _loss_and_logit_grad), scaled here, and exactly 0
-        # for ignored or out-of-range targets (a zero total weight makes scale inf).
-        b = w_t * scale
-        if eps is None:
-            a, g = b, None
-        else:
-            e = jnp.asarray(eps, cdt)
-            b = b * (1 - e)
-            g = jnp.where(kept, (e / C) * scale, 0)
-            a = b + g * (C if weight is None else jnp.sum(weight.astype(cdt)))
-        row = lambda v: jnp.expand_dims(jnp.where(kept, v, 0), ax)  # noqa: E731
+        _, _, _, w_t = _class_index_weights(target, weight, C, ignore_index, cdt)
+        scale = 1 / jnp.sum(w_t) if reduction == "mean" else None
         p = jnp.exp(_widen_again(x, cdt) - (m + s))
-        dz = p * row(a) - _one_hot(safe, C, x.ndim, ax).astype(cdt) * row(b)
-        if g is not None:
-            dz = dz - row(g) * (1 if weight is None else _class_weight_view(weight.astype(cdt), x.ndim, ax))
+        dz = _class_index_logit_grad(p, target, weight, eps, ax, ignore_index=ignore_index, scale=scale)
         grad = _round_to_bf16(dz)
         out = out + jnp.sum(grad.astype(cdt) * tx.astype(cdt)).astype(out_dtype)
-    rest = [(k, v, t) for k, v, t in (("weight", weight, tw), ("eps", eps, te)) if v is not None]
-    rest = [(k, v, t) for k, v, t in rest if not isinstance(t, SymbolicZero)]
-    if rest:
-        names = [k for k, _, _ in rest]
-
-        def value(*args):
-            a = dict(zip(names, args))
-            return _indices_total(x, target, a.get("weight", weight), a.get("eps", eps), **kw)
-
-        _, t_rest = jax.jvp(value, tuple(v for _, v, _ in rest), tuple(t for _, _, t in rest))
+    if any(v is not None and not isinstance(t, SymbolicZero) for v, t in ((weight, tw), (eps, te))):
+        # autodiff's tangent for weight and label_smoothing (zeros for the one not perturbed)
+        dense = lambda v, t: None if v is None else (jnp.zeros_like(v) if isinstance(t, SymbolicZero) else t)  # noqa: E731
+        value = lambda w, e: _indices_total(x, target, w, e, **kw)  # noqa: E731
+        _, t_rest = jax.jvp(value, (weight, eps), (dense(weight, tw), dense(eps, te)))
         out = out + t_rest.astype(out_dtype)
     return total, out
 

@@ -53,11 +53,11 @@ from jaxloss import _validation as V
 from jaxloss._cross_entropy import (
     _check_class_weight,
     _check_indices_in_range,
+    _class_index_logit_grad,
     _class_index_losses,
     _class_index_weights,
     _class_reduce,
     _class_weight_view,
-    _one_hot,
     _probability_losses,
     _row_max,
 )
@@ -141,10 +141,9 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
     With :math:`p` the softmax over the classes, :math:`w` the class weights,
     :math:`\\varepsilon` the smoothing and :math:`C` the number of classes:
 
-    - class index :math:`y` (kept, in range): :math:`\\partial\\ell/\\partial z_c =
-      a\\,p_c - b\\,[c = y] - g\\,w_c` with :math:`b = (1-\\varepsilon) w_y`,
-      :math:`g = \\varepsilon / C`, :math:`a = b + g \\sum_c w_c`; zero for ignored
-      or out-of-range targets (whose loss is 0 or NaN).
+    - class indices: :func:`~jaxloss._cross_entropy._class_index_logit_grad`
+      (softmax minus the smoothed, weighted one-hot; zero for ignored or
+      out-of-range targets).
     - class probabilities :math:`t`: with :math:`q_c = w_c ((1-\\varepsilon) t_c +
       \\varepsilon / C)`, :math:`\\partial\\ell/\\partial z_c = p_c \\sum_k q_k - q_c`.
 
@@ -171,14 +170,14 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
     if core.probs:
         loss = _probability_losses(z, t_c, cw, eps, normaliser=(m, s))
     else:
-        loss, w_t = _class_index_losses(
+        loss, _ = _class_index_losses(
             z, t_c, cw, eps, ignore_index=core.ignore_index, normaliser=(m, s), finite_cotangent=True
         )
     total, shift = _value_first(loss, valid_c, m + s)
     p = jnp.exp(z - shift)
-    wc = None if cw is None else _class_weight_view(cw.astype(cdt), z.ndim, ax)
-    e = None if eps is None else jnp.asarray(eps, cdt)
     if core.probs:
+        wc = None if cw is None else _class_weight_view(cw.astype(cdt), z.ndim, ax)
+        e = None if eps is None else jnp.asarray(eps, cdt)
         q = t_c if e is None else t_c * (1 - e) + e / C
         # (Padding rows are masked by a product: a select against 0 would bring a
         # full-shape zeros buffer that XLA hoists out of the chunk loop.)
@@ -186,19 +185,7 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
         q = q if wc is None else q * wc
         dz = p * jnp.sum(q, axis=ax, keepdims=True) - q
     else:
-        active, in_range, safe, _ = _class_index_weights(t_c, cw, C, core.ignore_index, cdt)
-        kept = jnp.expand_dims(active & in_range, ax)
-        b = jnp.where(kept, jnp.expand_dims(w_t, ax), 0)
-        # The one-hot term multiplies (b is a finite weight): a select against 0 would
-        # bring a full-shape zeros buffer that XLA hoists out of the chunk loop.
-        hit = _one_hot(safe, C, z.ndim, ax).astype(cdt)
-        if e is None:
-            dz = (p - hit) * b
-        else:
-            b = b * (1 - e)
-            g = jnp.where(kept, e / C, jnp.zeros((), cdt))
-            wsum = C if cw is None else jnp.sum(cw.astype(cdt))
-            dz = p * (b + g * wsum) - hit * b - (g if wc is None else g * wc)
+        dz = _class_index_logit_grad(p, t_c, cw, eps, ax, ignore_index=core.ignore_index)
     return total, dz.reshape(rows, core.C * core.P)
 
 
