@@ -178,20 +178,45 @@ def test_implementations_agree(suite):
     """Every case of a group (jaxloss, its optax equivalent, torch) gives the same value:
     the suites time the same quantity. Losses not in jaxloss yet have no cases. Only
     the value_and_grad cases run: under --quick every call (option variants included)
-    has one, and its value is the value-mode number."""
+    has one, and its value is the value-mode number. An option variant's ``"plain"``
+    case is jaxloss's call without the options: it gives the plain group's value."""
     cases = [c for c in suites.load(suite).cases(True, [TINY]) if c.mode == "value_and_grad"]
     harness.take_skips()
     values: dict[str, dict[str, float]] = {}
+    plain: dict[str, float] = {}  # plain group -> the "plain" cases' values beside its variants
     for case in cases:
         value = harness.loss_value(case.run())
         assert value is not None, case.key
-        values.setdefault(case.group, {})[case.impl] = value
+        if case.impl == "plain":
+            plain[harness.BenchCase(case.loss, "jaxloss", case.mode, case.size, run=case.run).group] = value
+        else:
+            values.setdefault(case.group, {})[case.impl] = value
     harness.release_data()
+    for group, v in plain.items():
+        assert np.isclose(v, values[group]["jaxloss"], rtol=1e-6), f"{group}: the plain call beside a variant gives {v}"
     for group, by_impl in values.items():
         rtol = 2e-2 if "bfloat16" in group else 1e-5  # bf16 inputs: torch and XLA round differently
         ref = by_impl.get("torch", by_impl.get("jaxloss"))
         for impl, v in by_impl.items():
             assert np.isclose(v, ref, rtol=rtol, atol=1e-6), f"{group}: {impl} gives {v}, expected {ref}"
+
+
+def test_option_variants_timed_beside_the_plain_call():
+    """Every option variant (the same data, more keywords) is timed in the same rounds as
+    jaxloss's plain call, so its ``jl/plain`` ratio is side by side; only the variants
+    that change the data or its layout (their own plain group is another size or dtype)
+    have no "plain" case."""
+    other_data = {"bfloat16", "prob_targets", "segmentation"}
+    variants = {}
+    for suite in suites.suite_names():
+        for c in suites.load(suite).cases(True, [TINY]):
+            if c.variant and c.variant not in other_data:
+                variants.setdefault((suite, c.loss, c.variant, c.mode), set()).add(c.impl)
+    harness.take_skips()
+    harness.release_data()
+    assert len({k[:3] for k in variants}) >= 12, sorted(variants)
+    for key, impls in variants.items():
+        assert {"jaxloss", "plain"} <= impls, key
 
 
 def test_module_entry_point_lists_suites():

@@ -53,6 +53,7 @@ def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
             d,
             jaxloss=bcel and (lambda x, p, t, w, pw: bcel(x, t, weight=w, pos_weight=pw)),
             torch=F and (lambda x, p, t, w, pw: F.binary_cross_entropy_with_logits(x, t, weight=w, pos_weight=pw)),
+            plain=bcel and (lambda x, p, t, w, pw: bcel(x, t)),
             variant="weight,pos_weight",
             modes=variant_modes,
         )
@@ -71,6 +72,7 @@ def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
             jaxloss=bce and (lambda x, p, t, w, pw: bce(p, t, weight=w)),
             torch=F and (lambda x, p, t, w, pw: F.binary_cross_entropy(p, t, weight=w)),
             argnums=1,
+            plain=bce and (lambda x, p, t, w, pw: bce(p, t)),
             variant="weight",
             modes=variant_modes,
         )

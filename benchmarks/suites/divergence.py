@@ -73,6 +73,7 @@ def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
             jaxloss=kl and (lambda lq, p, lp: kl(lq, lp, reduction="batchmean", log_target=True)),
             optax=lambda lq, p, lp: optax.losses.kl_divergence_with_log_targets(lq, lp).mean(),
             torch=F and (lambda lq, p, lp: F.kl_div(lq, lp, reduction="batchmean", log_target=True)),
+            plain=kl and (lambda lq, p, lp: kl(lq, p, reduction="batchmean")),
             variant="log_target",
             modes=variant_modes,
         )

@@ -62,6 +62,7 @@ def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
             jaxloss=tri and (lambda a, p, n, y: tri(a, p, n, p=1, swap=True)),
             torch=F and (lambda a, p, n, y: F.triplet_margin_loss(a, p, n, p=1, swap=True)),
             argnums=(0, 1, 2),
+            plain=tri and (lambda a, p, n, y: tri(a, p, n)),
             variant="p=1,swap",
             modes=variant_modes,
         )

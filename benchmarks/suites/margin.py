@@ -106,6 +106,8 @@ def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
                 H.MODES,
             ),
         ]
+        # a variant's options are timed beside the same loss's plain call
+        plain_call = {name: call for name, call, _, _, variant, _ in specs if not variant}
         for name, call, ox, argnums, variant, modes in specs:
             out += H.loss_cases(
                 name,
@@ -115,6 +117,7 @@ def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
                 optax=ox,
                 torch=t(name, call),
                 argnums=argnums,
+                plain=j(name, plain_call[name]) if variant else None,
                 variant=variant,
                 modes=modes,
             )

@@ -71,6 +71,7 @@ def cases(quick: bool, sizes: list[dict] | None) -> list[H.BenchCase]:
                     d,
                     jaxloss=lambda x, y, w, fn=fn: fn(x, y, weight=w),
                     torch=(lambda x, y, w, tf=tf: tf(x, y, weight=w)) if tf and _takes_weight(tf) else None,
+                    plain=lambda x, y, w, fn=fn: fn(x, y),
                     variant="weight",
                     modes=variant_modes,
                 )
