@@ -14,7 +14,6 @@ gradient there is 0.
 from __future__ import annotations
 
 import functools
-import math
 from numbers import Real
 
 import jax
@@ -491,24 +490,79 @@ def multi_margin_loss(
 # --------------------------------------------------------------------------- multilabel_margin_loss
 
 
-def _first_positive(skeys: jax.Array, one_minus_x: jax.Array) -> jax.Array:
-    """For every (n, c): the first j with ``one_minus_x[n, c] + skeys[n, j] > 0`` (C if none).
+# Target slots handled per step of multilabel_margin_loss's loop.
+MULTILABEL_SLOTS = 8
 
-    ``skeys`` is sorted along its last axis, so the predicate is monotone in j (floating
-    addition is monotone) and a branch-free binary search finds the boundary. The
-    predicate is torch's ``z = 1 - x[c] + x[i] > 0`` term for term, so exact kinks
-    (z == 0, no contribution, zero gradient) are decided exactly as torch decides them.
+
+def _multilabel_hinge_sums(x: jax.Array, t: jax.Array, with_grad: bool):
+    r"""Per row, :math:`\sum_j \sum_{i \notin Y} \max(0, 1 - x_{y_j} + x_i)` (not yet
+    divided by C) and, if ``with_grad``, its derivative with respect to ``x`` (else None).
+
+    The target slots before each row's first -1 are visited ``MULTILABEL_SLOTS`` at a
+    time, in a ``while_loop`` that stops after the longest list in the batch: the work
+    is ``N x (longest list) x C``, as torch's loop over the listed targets, not the
+    ``(N, C, C)`` of every pair. Each margin is torch's ``1 - x[y_j] + x[i]``, counted
+    when strictly positive, so kinks are decided exactly as torch decides them. The
+    derivative counts, per class, its appearances as ``+x_i`` less those as ``-x_{y_j}``.
     """
-    C = skeys.shape[-1]
-    lo = jnp.zeros(one_minus_x.shape, jnp.int32)
-    hi = jnp.full(one_minus_x.shape, C, jnp.int32)
-    for _ in range(math.ceil(math.log2(C + 1))):
-        mid = (lo + hi) // 2
-        positive = one_minus_x + jnp.take_along_axis(skeys, jnp.minimum(mid, C - 1), axis=-1) > 0
-        open_ = lo < hi
-        hi = jnp.where(open_ & positive, mid, hi)
-        lo = jnp.where(open_ & ~positive, mid + 1, lo)
-    return lo
+    n, C = x.shape
+    B = min(MULTILABEL_SLOTS, C)
+    blocks = -(-C // B)
+    is_end = t == -1
+    first_end = jnp.where(jnp.any(is_end, axis=1), jnp.argmax(is_end, axis=1), C)
+    active = jnp.arange(C)[None, :] < first_end[:, None]
+    safe = jnp.where(active & (t >= 0) & (t < C), t, 0)
+    rows = jnp.broadcast_to(jnp.arange(n)[:, None], (n, C))
+    listed = jnp.zeros((n, C), jnp.int32).at[rows, safe].add(active.astype(jnp.int32)) > 0
+    pad = ((0, 0), (0, blocks * B - C))
+    act = jnp.pad(active, pad)
+    slot_class = jnp.pad(safe, pad)
+    x_slot = jnp.take_along_axis(x, slot_class, axis=1)  # (n, blocks * B): the listed classes' scores
+
+    def body(carry):
+        k, total, g_pos, g_neg = carry
+        a = jax.lax.dynamic_slice_in_dim(act, k * B, B, axis=1)
+        xs = jax.lax.dynamic_slice_in_dim(x_slot, k * B, B, axis=1)
+        z = 1 - xs[:, :, None] + x[:, None, :]  # (n, B, C)
+        hit = a[:, :, None] & ~listed[:, None, :] & (z > 0)
+        total = total + jnp.sum(jnp.where(hit, z, 0), axis=(1, 2))
+        if with_grad:
+            h = hit.astype(x.dtype)
+            g_pos = g_pos + jnp.sum(h, axis=1)
+            g_neg = jax.lax.dynamic_update_slice_in_dim(g_neg, jnp.sum(h, axis=2), k * B, axis=1)
+        return k + 1, total, g_pos, g_neg
+
+    longest = jnp.max(first_end, initial=0)
+    zeros = jnp.zeros((n, C), x.dtype) if with_grad else None
+    slots = jnp.zeros((n, blocks * B), x.dtype) if with_grad else None
+    init = (jnp.zeros((), jnp.int32), jnp.zeros((n,), x.dtype), zeros, slots)
+    _, total, g_pos, g_neg = jax.lax.while_loop(lambda c: c[0] * B < longest, body, init)
+    if not with_grad:
+        return total, None
+    prow = jnp.broadcast_to(jnp.arange(n)[:, None], slot_class.shape)
+    return total, g_pos - jnp.zeros((n, C), x.dtype).at[prow, slot_class].add(g_neg)
+
+
+@jax.custom_jvp
+def _multilabel_hinge(x: jax.Array, t: jax.Array) -> jax.Array:
+    """:func:`_multilabel_hinge_sums`'s value, differentiable to any order in either mode.
+
+    The loss is piecewise linear in ``x``: its derivative is the count matrix of
+    :func:`_multilabel_hinge_sums` (no loop is differentiated, so reverse mode works
+    through the ``while_loop``), and every higher derivative is 0 (as torch's).
+    """
+    return _multilabel_hinge_sums(x, t, with_grad=False)[0]
+
+
+@_multilabel_hinge.defjvp
+def _multilabel_hinge_jvp(primals, tangents):
+    x, t = primals
+    dx = tangents[0]
+    total, g = _multilabel_hinge_sums(jax.lax.stop_gradient(x), t, with_grad=True)
+    # ``x - stop_gradient(x)`` is exactly 0: the value is ``total``, and a derivative
+    # taken of this rule (forward over forward) sees the first derivative ``g``.
+    out = total + jnp.sum(g * (x - jax.lax.stop_gradient(x)), axis=1)
+    return out, jnp.sum(g * dx, axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "out_dtype"))
@@ -519,30 +573,7 @@ def _multilabel_margin_loss(x, target, *, reduction, out_dtype):
     x = x.astype(cdt).reshape(nframe, C)
     t = _as_index(target).reshape(nframe, C)
     in_range = jnp.all((t >= -1) & (t < C), axis=1)
-    # Labels are read up to the first -1; every entry before it names one target class
-    # (a repeated label counts once per repetition).
-    is_end = t == -1
-    first_end = jnp.where(jnp.any(is_end, axis=1), jnp.argmax(is_end, axis=1), C)
-    active = jnp.arange(C)[None, :] < first_end[:, None]
-    safe = jnp.where(active & (t >= 0) & (t < C), t, 0)
-    rows = jnp.broadcast_to(jnp.arange(nframe)[:, None], t.shape)
-    counts = jnp.zeros((nframe, C), cdt).at[rows, safe].add(active.astype(cdt))  # counts[n, c]: times c is listed
-    is_target = counts > 0
-    # For a target class c: sum over non-target i of max(0, 1 - x_c + x_i) = sum over the non-target
-    # x_i above the kink of (1 - x_c) + x_i. Sort the non-target values once per row (targets sort
-    # first as -inf), find the kink by binary search, and take a suffix sum: O(N C log C) time and
-    # O(N C) memory instead of the (N, C, C) pairwise margins.
-    keys = jnp.where(is_target, -jnp.inf, x)
-    order = jnp.argsort(keys, axis=1)
-    skeys = jax.lax.stop_gradient(jnp.take_along_axis(keys, order, axis=1))
-    k = _first_positive(skeys, jax.lax.stop_gradient(1 - x))  # non-targets at sorted positions >= k contribute
-    # A per-row shift (it cancels in every margin) keeps the two sums below from cancelling badly
-    # when all logits share a large offset.
-    xs = x - jax.lax.stop_gradient(jnp.mean(x, axis=1, keepdims=True))
-    svals = jnp.take_along_axis(jnp.where(is_target, 0, xs), order, axis=1)
-    suffix = jnp.concatenate([jnp.cumsum(svals[:, ::-1], axis=1)[:, ::-1], jnp.zeros((nframe, 1), cdt)], axis=1)
-    per_class = (C - k).astype(cdt) * (1 - xs) + jnp.take_along_axis(suffix, k, axis=1)
-    loss = jnp.sum(counts * per_class, axis=1) / C
+    loss = _multilabel_hinge(x, t) / C
     V.debug_check(jnp.all(in_range), f"target: labels must be in [-1, {C})")
     loss = jnp.where(in_range, loss, jnp.nan)
     loss = loss if batched else loss.reshape(())
@@ -594,11 +625,13 @@ def multilabel_margin_loss(input: ArrayLike, target: ArrayLike, *, reduction: st
        uninitialised number).
 
     .. note::
-       jaxloss sorts each row's non-target scores once and finds every margin's
-       kink by binary search: :math:`O(N C \log C)` time and :math:`O(N C)` memory,
-       never the :math:`(N, C, C)` pairwise margins. The sums are regrouped, so
-       values agree with torch to rounding (kinks are decided exactly as torch
-       decides them).
+       jaxloss visits the listed targets eight slots at a time and stops after the
+       longest list in the batch: :math:`O(N \cdot \max_n |Y_n| \cdot C)` time, as
+       torch's loop, and never the :math:`(N, C, C)` pairwise margins (unless some
+       row lists every class). Each margin is torch's :math:`1 - x_{y_j} + x_i`,
+       so kinks are decided exactly as torch decides them. The derivative is a
+       ``custom_jvp`` rule (the loss is piecewise linear): ``grad``, ``jvp``,
+       ``vmap`` and higher orders (all 0, as torch's) work.
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)

@@ -208,6 +208,45 @@ def test_check_grads_multilabel_margin():
     assert_grads_float64(lambda x: L.multilabel_margin_loss(x, t, reduction="none"), [x], order=1)
 
 
+def test_multilabel_margin_long_lists_all_orders_and_transformations():
+    """Lists longer than the loop's step of 8 slots (C = 19): both modes to second order
+    (the loss is piecewise linear, so every second derivative is 0), forward over
+    forward, vmap of grad, and the reference sum of every pair's margin."""
+    r = np.random.default_rng(31)
+    C = 19
+    x = np.stack([r.permutation(np.arange(C) * 0.37) for _ in range(5)])
+    t = np.full((5, C), -1)
+    for i, k in enumerate((0, 4, 9, 16, 19)):
+        t[i, :k] = r.permutation(C)[:k]
+    t[1, 4:12] = 3  # a repeated label across the step, then the -1 at 12 ...
+    t[1, 13] = 5  # ... and a leftover after it
+    assert_grads_float64(lambda x: L.multilabel_margin_loss(x, t, reduction="none"), [x], order=2)
+
+    def pairs(x):  # every (listed slot, class) pair: the (N, C, C) definition
+        end = np.where((t == -1).any(1), (t == -1).argmax(1), C)
+        out = []
+        for n in range(len(x)):
+            ys = t[n, : end[n]]
+            out.append(sum(max(0.0, 1 - x[n, y] + x[n, i]) for y in ys for i in range(C) if i not in set(ys)) / C)
+        return np.array(out)
+
+    xf = jnp.asarray(x, jnp.float32)
+    f = lambda x: L.multilabel_margin_loss(x, t, reduction="none")  # noqa: E731
+    np.testing.assert_allclose(jax.jit(f)(xf), pairs(x), rtol=1e-5)
+    v = jnp.asarray(r.standard_normal(x.shape), jnp.float32)
+    u = jnp.asarray(r.standard_normal(x.shape), jnp.float32)
+    g = jax.grad(lambda x: jnp.sum(f(x)))(xf)
+    _, d1 = jax.jvp(lambda x: jnp.sum(f(x)), (xf,), (v,))
+    np.testing.assert_allclose(d1, jnp.sum(g * v), rtol=1e-5)
+    # forward over forward: the outer derivative of the inner value is the first derivative
+    outer = jax.jvp(lambda x: jax.jvp(lambda y: jnp.sum(f(y)), (x,), (v,))[0], (xf,), (u,))[1]
+    np.testing.assert_allclose(outer, jnp.sum(g * u), rtol=1e-5)
+    hvp = jax.jvp(jax.grad(lambda x: jnp.sum(f(x))), (xf,), (v,))[1]
+    np.testing.assert_array_equal(hvp, np.zeros(x.shape))
+    per_row = jax.vmap(jax.grad(lambda row, tr: L.multilabel_margin_loss(row, tr)))(xf, jnp.asarray(t))
+    np.testing.assert_allclose(per_row, g, rtol=1e-6)
+
+
 def test_kink_subgradients_hand_derived():
     # Hand-derived from torch's kernels (and recorded in the fixtures): hinge/ranking clamp_min
     # passes the gradient at the kink; multi/multilabel margin count only z > 0.
