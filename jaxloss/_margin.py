@@ -520,27 +520,25 @@ def _multilabel_hinge_sums(x: jax.Array, t: jax.Array, with_grad: bool):
     x_slot = jnp.take_along_axis(x, slot_class, axis=1)  # (n, blocks * B): the listed classes' scores
 
     def body(carry):
-        k, total, g_pos, g_neg = carry
+        k, total, g = carry
         a = jax.lax.dynamic_slice_in_dim(act, k * B, B, axis=1)
         xs = jax.lax.dynamic_slice_in_dim(x_slot, k * B, B, axis=1)
         z = 1 - xs[:, :, None] + x[:, None, :]  # (n, B, C)
         hit = a[:, :, None] & ~listed[:, None, :] & (z > 0)
         total = total + jnp.sum(jnp.where(hit, z, 0), axis=(1, 2))
         if with_grad:
+            # +1 for x_i per hit; -(the slot's hits) for its class x_{y_j}, through the
+            # slot's one-hot (the same (n, B, C) shape as z: no scatter)
             h = hit.astype(x.dtype)
-            g_pos = g_pos + jnp.sum(h, axis=1)
-            g_neg = jax.lax.dynamic_update_slice_in_dim(g_neg, jnp.sum(h, axis=2), k * B, axis=1)
-        return k + 1, total, g_pos, g_neg
+            cls = jax.lax.dynamic_slice_in_dim(slot_class, k * B, B, axis=1)
+            onehot = (cls[:, :, None] == jnp.arange(C)).astype(x.dtype)
+            g = g + jnp.sum(h, axis=1) - jnp.sum(jnp.sum(h, axis=2, keepdims=True) * onehot, axis=1)
+        return k + 1, total, g
 
     longest = jnp.max(first_end, initial=0)
-    zeros = jnp.zeros((n, C), x.dtype) if with_grad else None
-    slots = jnp.zeros((n, blocks * B), x.dtype) if with_grad else None
-    init = (jnp.zeros((), jnp.int32), jnp.zeros((n,), x.dtype), zeros, slots)
-    _, total, g_pos, g_neg = jax.lax.while_loop(lambda c: c[0] * B < longest, body, init)
-    if not with_grad:
-        return total, None
-    prow = jnp.broadcast_to(jnp.arange(n)[:, None], slot_class.shape)
-    return total, g_pos - jnp.zeros((n, C), x.dtype).at[prow, slot_class].add(g_neg)
+    init = (jnp.zeros((), jnp.int32), jnp.zeros((n,), x.dtype), jnp.zeros((n, C), x.dtype) if with_grad else None)
+    _, total, g = jax.lax.while_loop(lambda c: c[0] * B < longest, body, init)
+    return total, g
 
 
 @jax.custom_jvp
