@@ -165,6 +165,8 @@ def environment(device, torch_used: bool) -> dict[str, Any]:
             name: _version(name) for name in ("jaxloss", "jax", "jaxlib", "optax", "numpy", "torch")
         },
         "git_commit": _git_commit(),
+        # glibc's malloc settings change CPU timings of large buffers (huge pages: see the README)
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
     }
     if torch_used:
         import torch

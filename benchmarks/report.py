@@ -103,6 +103,7 @@ def format_table(
         + ", ".join(f"{k} {v}" for k, v in versions.items() if v is not None)
         + (f"; torch on {env['torch_device']} with {env['torch_threads']} threads" if "torch_threads" in env else "")
         + (f" (OMP_WAIT_POLICY={env['omp_wait_policy']})" if env.get("omp_wait_policy") else "")
+        + (f"; GLIBC_TUNABLES={env['glibc_tunables']}" if env.get("glibc_tunables") else "")
         + "\nratios are time(jaxloss) / time(other), under 1 means jaxloss is faster; grad = value_and_grad"
     )
     return title + "\n" + _render(header, rows, right={4, 5, 6, 7, 8, 9, 10})

@@ -45,7 +45,7 @@ def test_json_schema(ce_run):
     assert doc["schema_version"] == cli.SCHEMA_VERSION
     assert doc["options"]["quick"] is True and doc["options"]["repeats"] == 1
     env = doc["environment"]
-    for key in ("device", "platform", "device_kind", "cpu", "cpu_count", "versions"):
+    for key in ("device", "platform", "device_kind", "cpu", "cpu_count", "versions", "glibc_tunables"):
         assert key in env, key
     for lib in ("jax", "jaxlib", "optax", "numpy", "jaxloss"):
         assert env["versions"][lib], lib
