@@ -14,8 +14,9 @@ from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
 from jaxloss._reduction import check_reduction, reduce
 
-# torch's floor under p(1 - p) in the BCE gradient (aten/src/ATen/native/Loss.cpp, EPSILON).
-_BCE_GRAD_EPS = 1e-12
+# torch's floor under p(1 - p) in the BCE gradient (aten/src/ATen/native/Loss.cpp, EPSILON):
+# 1e-12 held as a float32 (9.99999996e-13), also in float64 computations.
+_BCE_GRAD_EPS = float(np.float32(1e-12))
 # torch clamps each log term of BCE at -100.
 _BCE_LOG_FLOOR = -100.0
 
@@ -29,12 +30,17 @@ def _check_float_target(target: jax.Array, input: jax.Array) -> None:
     V.require_shape("target", target, input.shape, context=f"(the shape of input {tuple(input.shape)})")
 
 
-def _check_broadcast_weight(name: str, w, shape: tuple[int, ...]) -> jax.Array | None:
-    """An optional floating ``w`` that broadcasts to ``shape`` without enlarging it (torch's rule)."""
+def _check_broadcast_weight(name: str, w, shape: tuple[int, ...], *, allow_bool: bool = True) -> jax.Array | None:
+    """An optional ``w`` that broadcasts to ``shape`` without enlarging it (torch's rule).
+
+    Floating, integer or (where torch accepts it: not ``pos_weight``) bool, as torch
+    accepts them; integer and bool weights are not differentiable, and none of them
+    changes the result's dtype."""
     if w is None:
         return None
     w = V.as_array(name, w)
-    V.require_floating(name, w)
+    if not (jnp.issubdtype(w.dtype, jnp.integer) or (allow_bool and w.dtype == jnp.bool_)):
+        V.require_floating(name, w)
     V.require_broadcastable(name, w.shape, shape, context="(the shape of input)")
     return w
 
@@ -113,7 +119,8 @@ def binary_cross_entropy(
       promote it, as in torch).
 
     Raises:
-      TypeError: a non-floating ``input``, ``target`` or ``weight``.
+      TypeError: a non-floating ``input`` or ``target``, or a ``weight`` that is
+        neither floating, integer nor bool.
       ValueError: ``target`` of another shape, a ``weight`` that does not broadcast
         to the input, an unknown ``reduction``, or (concrete arrays) an element of
         ``input`` or ``target`` outside [0, 1] (NaN included).
@@ -202,7 +209,9 @@ def binary_cross_entropy_with_logits(
       ``pos_weight`` do not change it).
 
     Raises:
-      TypeError: a non-floating ``input``, ``target``, ``weight`` or ``pos_weight``.
+      TypeError: a non-floating ``input`` or ``target``, a ``weight`` that is neither
+        floating, integer nor bool, or a ``pos_weight`` that is neither floating nor
+        integer (torch rejects a bool one too).
       ValueError: ``target`` of another shape, ``weight`` or ``pos_weight`` that
         does not broadcast to the input, or an unknown ``reduction``.
 
@@ -225,7 +234,7 @@ def binary_cross_entropy_with_logits(
     check_reduction(reduction)
     _check_float_target(target, input)
     weight = _check_broadcast_weight("weight", weight, input.shape)
-    pos_weight = _check_broadcast_weight("pos_weight", pos_weight, input.shape)
+    pos_weight = _check_broadcast_weight("pos_weight", pos_weight, input.shape, allow_bool=False)
     # torch builds the loss in place in a tensor of target's dtype.
     out_dtype = np.dtype(target.dtype)
     return _binary_cross_entropy_with_logits(

@@ -223,6 +223,22 @@ def _gaussian_var_shape(var_shape: tuple[int, ...], in_shape: tuple[int, ...]) -
     )
 
 
+@jax.custom_jvp
+def _clamp_min_straight_through(var, eps):
+    """``max(var, eps)`` whose derivative passes straight through to ``var`` as if it were
+    not clamped, at every order: torch clamps ``var`` under ``no_grad``. Written as a
+    rule rather than ``sg(max(var, eps)) + (var - sg(var))``, which is NaN for an
+    infinite ``var`` (torch: an infinite variance gives an infinite loss)."""
+    return jnp.maximum(var, eps)
+
+
+@_clamp_min_straight_through.defjvp
+def _clamp_min_straight_through_jvp(primals, tangents):
+    var, eps = primals
+    out = _clamp_min_straight_through(var, eps)
+    return out, jnp.broadcast_to(tangents[0], out.shape)
+
+
 @functools.partial(jax.jit, static_argnames=("var_shape", "full", "reduction", "out_dtype"))
 def _gaussian_nll_loss(x, t, var, eps, *, var_shape, full, reduction, out_dtype):
     cdt = compute_dtype(out_dtype)
@@ -232,9 +248,7 @@ def _gaussian_nll_loss(x, t, var, eps, *, var_shape, full, reduction, out_dtype)
     eps = jnp.asarray(eps, cdt)
     negative = var < 0
     V.debug_check(~jnp.any(negative), "var: has negative entry/entries")
-    # torch clamps var at eps under no_grad: the value is max(var, eps), the gradient
-    # passes straight through to var as if it were not clamped (at every order).
-    v = jax.lax.stop_gradient(jnp.maximum(var, eps)) + (var - jax.lax.stop_gradient(var))
+    v = _clamp_min_straight_through(var, eps)
     loss = 0.5 * (jnp.log(v) + (x - t) ** 2 / v)
     if full:
         loss = loss + 0.5 * math.log(2 * math.pi)

@@ -66,12 +66,14 @@ def test_check_grads_float64_second_order():
 
 
 def test_bce_gradient_at_p_0_and_1_is_torchs_finite_rule_in_both_modes():
-    # torch: d/dp = (p - t) / max(p (1 - p), 1e-12) (hand-derivable at these points),
-    # d/dt = -logit(p) = -+inf at p = 0, 1.
+    # torch: d/dp = (p - t) / max(p (1 - p), 1e-12) (hand-derivable at these points), its
+    # 1e-12 a float32 constant also in float64 (9.99999996e-13: torch's float64 gradient at
+    # p = 0, t = 1 is -1.000000004e12); d/dt = -logit(p) = -+inf at p = 0, 1.
     with jax.enable_x64(True):
         p = jnp.array([0.0, 0.0, 1.0, 1.0, 0.25])
         t = jnp.array([0.0, 1.0, 0.0, 1.0, 0.5])
-        want_p = np.array([0.0, -1e12, 1e12, 0.0, (0.25 - 0.5) / (0.75 * 0.25)])
+        eps = float(np.float32(1e-12))
+        want_p = np.array([0.0, -1 / eps, 1 / eps, 0.0, (0.25 - 0.5) / (0.75 * 0.25)])
         f = lambda p, t: BCE(p, t, reduction="sum")
         gp, gt = jax.grad(f, argnums=(0, 1))(p, t)
         np.testing.assert_allclose(gp, want_p, rtol=1e-12)
@@ -147,8 +149,12 @@ def test_wrong_dtypes():
         BCEL(x, t > 0.5)
     with pytest.raises(TypeError, match="input: expected a floating-point array"):
         BCEL(x.astype(jnp.int32), t)
+    # integer and bool weights are accepted, as torch accepts them (fixtures), but not a bool
+    # pos_weight (torch: "Subtraction ... with a bool tensor is not supported")
+    with pytest.raises(TypeError, match="pos_weight: expected a floating-point array"):
+        BCEL(x, t, pos_weight=jnp.ones(3, bool))
     with pytest.raises(TypeError, match="weight: expected a floating-point array"):
-        BCE(p, t, weight=jnp.ones(3, jnp.int32))
+        BCE(p, t, weight=jnp.ones(3, jnp.complex64))
 
 
 def test_weights_that_do_not_broadcast_to_the_input():
