@@ -28,19 +28,15 @@ from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
+from jaxloss._margin import _clamp_min0
 from jaxloss._reduction import check_reduction, reduce
 
-_COSINE_EPS = 1e-12  # torch's EPSILON in cosine_embedding_loss
+_COSINE_EPS = float(np.float32(1e-12))  # torch's EPSILON in cosine_embedding_loss, a float32 constant
 
 
 def _abs(d: jax.Array) -> jax.Array:
     """``|d|`` with torch's gradient ``sgn(d)`` (0 at 0)."""
     return jnp.where(d == 0, jnp.zeros_like(d), jnp.abs(d))
-
-
-def _clamp_min0(z: jax.Array) -> jax.Array:
-    """``max(z, 0)`` with torch's ``clamp_min`` gradient: it passes where ``z >= 0``."""
-    return jnp.where(z >= 0, z, jnp.zeros_like(z))
 
 
 def _norm_last(d: jax.Array, p: float) -> jax.Array:
@@ -55,18 +51,19 @@ def _norm_last(d: jax.Array, p: float) -> jax.Array:
         return jnp.min(_abs(d), axis=-1)
     if p == 1:
         return jnp.sum(_abs(d), axis=-1)
+    # The zero norm is selected by ``s == 0`` (not ``s > 0``) so that NaN stays NaN.
     if p == 2:
         s = jnp.sum(d * d, axis=-1)
-        pos = s > 0
-        return jnp.where(pos, jnp.sqrt(jnp.where(pos, s, 1)), 0)
+        zero = s == 0
+        return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, s)))
     a = _abs(d)
-    nz = a > 0
+    nz = a != 0  # (NaN counts as nonzero: it stays NaN)
     # |0|^p is 0 for p > 0 and inf for p < 0 (then the norm is 0, as in torch); the
     # masked base keeps the gradient at 0 finite (torch's is 0 there).
     ap = jnp.where(nz, jnp.where(nz, a, 1) ** p, 0 if p > 0 else jnp.inf)
     s = jnp.sum(ap, axis=-1)
-    pos = s > 0
-    return jnp.where(pos, jnp.where(pos, s, 1) ** (1 / p), 0)
+    zero = s == 0
+    return jnp.where(zero, 0, jnp.where(zero, 1, s) ** (1 / p))
 
 
 def _distance(x1: jax.Array, x2: jax.Array, p: float, eps, cdt) -> jax.Array:
@@ -105,7 +102,7 @@ def _broadcast(names: tuple[str, str], shapes: tuple[tuple, tuple]) -> tuple[int
 @functools.partial(jax.jit, static_argnames=("p", "keepdim", "out_dtype"))
 def _pairwise_distance(x1, x2, eps, *, p, keepdim, out_dtype):
     out = _distance(x1, x2, p, eps, compute_dtype(out_dtype))
-    if keepdim:
+    if keepdim and max(x1.ndim, x2.ndim) > 0:  # torch: 0-d inputs give a 0-d distance
         out = out[..., None]
     return out.astype(out_dtype)
 

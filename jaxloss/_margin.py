@@ -63,8 +63,9 @@ def _equals(t: jax.Array, value: int) -> jax.Array:
 
 
 def _clamp_min0(z: jax.Array) -> jax.Array:
-    """``max(z, 0)`` with torch's ``clamp_min`` gradient: 1 where ``z >= 0`` (the kink included)."""
-    return jnp.where(z >= 0, z, jnp.zeros_like(z))
+    """``max(z, 0)`` with torch's ``clamp_min`` gradient: 1 where ``z >= 0`` (the kink
+    included); NaN stays NaN, as in torch (a select on ``z >= 0`` would make it 0)."""
+    return jnp.where(z < 0, jnp.zeros_like(z), z)
 
 
 def _positive_part(z: jax.Array) -> jax.Array:
