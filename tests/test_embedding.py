@@ -321,3 +321,26 @@ def test_pairwise_distance_bad_input():
         jaxloss.pairwise_distance(jnp.ones((2, 3)), jnp.ones((2, 4)))
     with pytest.raises(TypeError, match="keepdim: expected a bool"):
         jaxloss.pairwise_distance(jnp.ones((2, 3)), jnp.ones((2, 3)), keepdim=1)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: jaxloss.pairwise_distance(a, jnp.zeros((1, 2))),
+        lambda a: jaxloss.pairwise_distance(a, jnp.zeros((1, 2)), p=3.0),
+        lambda a: jaxloss.pairwise_distance(a, jnp.zeros((1, 2)), p=0.5),
+        lambda a: jaxloss.pairwise_distance(a, jnp.zeros((1, 2)), p=-1.0),
+        lambda a: jaxloss.triplet_margin_loss(a, jnp.zeros((1, 2)), jnp.ones((1, 2)), reduction="none"),
+        lambda a: jaxloss.triplet_margin_with_distance_loss(a, jnp.zeros((1, 2)), jnp.ones((1, 2)), reduction="none"),
+        lambda a: jaxloss.cosine_embedding_loss(a, jnp.ones((1, 2)), jnp.array([-1]), reduction="none"),
+        lambda a: jaxloss.margin_ranking_loss(a[0, :1], jnp.zeros(1), jnp.ones(1), reduction="none"),
+        lambda a: jaxloss.hinge_embedding_loss(a[0, :1], jnp.array([-1.0]), reduction="none"),
+    ],
+    ids=["pd2", "pd3", "pd0.5", "pd-1", "triplet", "triplet_dist", "cosine", "ranking", "hinge"],
+)
+def test_nan_input_gives_nan(call):
+    # torch propagates a NaN through every clamp and norm here; a select on "> 0" would
+    # turn it into a finite (wrong) loss
+    a = jnp.array([[jnp.nan, 3.0]])
+    assert bool(jnp.all(jnp.isnan(call(a))))
+    assert bool(jnp.all(jnp.isfinite(call(jnp.array([[1.0, 3.0]])))))
