@@ -285,3 +285,20 @@ def test_benchmark_suite_builds_and_runs():
     ref = results[("jaxloss", "value")]
     for key, v in results.items():
         np.testing.assert_allclose(v, ref, rtol=1e-4, err_msg=str(key))
+
+
+def test_nan_log_prob_on_a_path_gives_nan_and_zero_infinity_keeps_minus_inf():
+    # A NaN that a path can use makes the loss NaN (torch: NaN); it used to drop the path.
+    lp = np.log(np.full((4, 1, 3), 1 / 3, np.float32))
+    lp[0, 0, 1] = np.nan
+    for zi in (False, True):
+        assert np.isnan(float(jaxloss.ctc_loss(jnp.asarray(lp), jnp.array([[1]]), (4,), (1,), zero_infinity=zi)))
+    # A NaN on a frame after input_length is never read.
+    lp2 = np.log(np.full((4, 1, 3), 1 / 3, np.float32))
+    lp2[3, 0, 1] = np.nan
+    assert np.isfinite(float(jaxloss.ctc_loss(jnp.asarray(lp2), jnp.array([[1]]), (3,), (1,))))
+    # zero_infinity replaces +inf only (torch's res == inf): unnormalised log-probs of 3e38 per
+    # frame give a likelihood that overflows to +inf, a loss of -inf, which stays.
+    x = jnp.full((2, 1, 3), 3e38, jnp.float32)
+    out = jaxloss.ctc_loss(x, jnp.array([[1]]), (2,), (0,), reduction="none", zero_infinity=True)
+    assert float(out[0]) == -np.inf
