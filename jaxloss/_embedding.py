@@ -144,6 +144,11 @@ def pairwise_distance(
       >>> jaxloss.pairwise_distance(a, b, eps=0.0)
       Array([5., 0.], dtype=float32)
 
+    Raises:
+      TypeError: non-floating ``x1``/``x2``, or a ``p`` that is not a Python number.
+      ValueError: shapes that do not broadcast, ``p`` NaN (torch returns NaN), or an
+        empty last axis with ``p < 0`` or ``p = +-inf`` (torch raises too).
+
     .. note::
        torch also accepts ``p``, ``eps`` and ``keepdim`` positionally; here they
        are keywords.
@@ -152,7 +157,10 @@ def pairwise_distance(
     p = _static_p(p)
     V.check_scalar("eps", eps)
     keepdim = V.require_static_bool("keepdim", keepdim)
-    _broadcast(("x1", "x2"), (x1.shape, x2.shape))
+    shape = _broadcast(("x1", "x2"), (x1.shape, x2.shape))
+    if shape and shape[-1] == 0 and (p < 0 or math.isinf(p)):
+        # torch: "cannot compute the -1 norm on the dimension 1 because this dimension is empty"
+        raise ValueError(f"x1: the p={p:g} norm of an empty last axis is undefined (shape {shape})")
     return _pairwise_distance(x1, x2, eps, p=p, keepdim=keepdim, out_dtype=result_dtype(x1.dtype, x2.dtype))
 
 

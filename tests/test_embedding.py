@@ -344,3 +344,14 @@ def test_nan_input_gives_nan(call):
     a = jnp.array([[jnp.nan, 3.0]])
     assert bool(jnp.all(jnp.isnan(call(a))))
     assert bool(jnp.all(jnp.isfinite(call(jnp.array([[1.0, 3.0]])))))
+
+
+def test_pairwise_distance_empty_last_axis_and_0d_keepdim():
+    # torch: the p < 0 and +-inf norms of an empty axis raise; p > 0 gives 0
+    for p in (-1.0, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="x1: the p=.* norm of an empty last axis"):
+            jaxloss.pairwise_distance(jnp.zeros((3, 0)), jnp.zeros((3, 0)), p=p)
+    np.testing.assert_array_equal(jaxloss.pairwise_distance(jnp.zeros((3, 0)), jnp.zeros((3, 0))), np.zeros(3))
+    # torch: 0-d inputs give a 0-d distance, keepdim or not
+    assert jaxloss.pairwise_distance(jnp.array(1.0), jnp.array(3.0), keepdim=True).shape == ()
+    assert jaxloss.pairwise_distance(jnp.ones(2), jnp.ones(2), keepdim=True).shape == (1,)
