@@ -6,6 +6,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
@@ -56,7 +57,7 @@ def _check_indices_in_range(target, num_classes: int, ignore_index: int) -> None
     V.check_values(
         "target",
         target,
-        lambda t: ((t >= 0) & (t < num_classes)) | (t == ignore_index),
+        lambda t: ((t >= 0) & (t < num_classes)) | _is_ignored(t, ignore_index),
         f"class indices must be in [0, {num_classes}) or equal ignore_index={ignore_index}",
     )
 
@@ -76,8 +77,10 @@ def _class_reduce(reducer, v: jax.Array, ax: int) -> jax.Array:
     then over the pieces. An optimisation barrier stops XLA from merging the two back
     into one long reduction; it is differentiable, so every derivative still works."""
     n = v.shape[ax]
+    if n <= LONG_ROW:  # (also C = 0)
+        return reducer(v, axis=ax, keepdims=True)
     pieces = next((k for k in range(-(-n // LONG_ROW), n // MIN_PIECE + 1) if n % k == 0), None)
-    if n <= LONG_ROW or pieces is None:
+    if pieces is None:
         return reducer(v, axis=ax, keepdims=True)
     split = v.reshape(v.shape[:ax] + (pieces, n // pieces) + v.shape[ax + 1 :])
     part = reducer(split, axis=ax + 1)
@@ -198,6 +201,15 @@ def _one_hot(idx: jax.Array, num_classes: int, ndim: int, ax: int) -> jax.Array:
     return _class_weight_view(classes, ndim, ax) == jnp.expand_dims(idx.astype(jnp.int32), ax)
 
 
+def _is_ignored(target, ignore_index: int):
+    """``target == ignore_index``, all False where ``ignore_index`` lies outside the target's
+    integer dtype (e.g. ``2**31`` with int32 targets: no target can equal it, as in torch)."""
+    info = np.iinfo(target.dtype)
+    if not info.min <= ignore_index <= info.max:
+        return jnp.zeros(target.shape, bool)
+    return target == ignore_index
+
+
 def _wide_index(target: jax.Array) -> jax.Array:
     """Class indices as at least int32, so that comparing them with ``C`` or a
     negative ``ignore_index`` cannot wrap around in a narrow dtype (uint8, int8)."""
@@ -297,7 +309,7 @@ def _class_index_weights(target, weight, num_classes: int, ignore_index: int, dt
     ``safe`` is the target clamped to a valid index for gathering.
     """
     target = _wide_index(target)
-    active = target != ignore_index
+    active = ~_is_ignored(target, ignore_index)
     in_range = (target >= 0) & (target < num_classes)
     V.debug_check(
         jnp.all(in_range | ~active), f"target: class index out of range [0, {num_classes}) (and not ignore_index)"
@@ -591,6 +603,8 @@ def cross_entropy(
     V.require_ndim("input", input, range(1, 1 << 30), what="(C,), (N, C) or (N, C, d_1, ..., d_K)")
     ax = _class_axis(input)
     C = input.shape[ax]
+    if C == 0:  # torch returns NaN (0 for "sum") here
+        raise ValueError(f"input: expected at least one class, got shape {tuple(input.shape)}")
     smoothing = None if (isinstance(label_smoothing, (int, float)) and label_smoothing == 0) else label_smoothing
     if jnp.issubdtype(target.dtype, jnp.floating) and target.shape == input.shape:
         if ignore_index != -100:

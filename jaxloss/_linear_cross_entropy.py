@@ -413,11 +413,13 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
     if core.probs:
         target = target.astype(cdt)
         denominator = None
+        none_active = N == 0
     else:
         target = target.astype(jnp.int32)
         # (_class_index_weights also carries the checkify check of the index range.)
-        _, _, _, w_t = _class_index_weights(target, cw, core.C, core.ignore_index, cdt)
+        active, _, _, w_t = _class_index_weights(target, cw, core.C, core.ignore_index, cdt)
         denominator = jnp.sum(w_t)
+        none_active = ~jnp.any(active)
 
     rows = core.chunk
     n_chunks = -(-N // rows)
@@ -439,7 +441,8 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
         denominator = jnp.asarray(N * core.P, cdt)
     # Every target ignored: torch's NaN mean has a zero gradient. reduce() sends an
     # infinite cotangent to the sum then, which must not meet the (zero) gradients.
-    total = jnp.where(denominator == 0, jax.lax.stop_gradient(total), total)
+    # (Targets kept with zero total class weight get torch's NaN gradient: 0 * inf.)
+    total = jnp.where(none_active, jax.lax.stop_gradient(total), total)
     return reduce(total, spec.reduction, denominator=denominator, dtype=spec.out_dtype)
 
 
@@ -569,6 +572,8 @@ def linear_cross_entropy(
             f"{tuple(input.shape)}), got shape {tuple(linear_weight.shape)}"
         )
     C = linear_weight.shape[0]
+    if C == 0:  # torch returns NaN (0 for "sum") here
+        raise ValueError(f"linear_weight: expected at least one class, got shape {tuple(linear_weight.shape)}")
     out_features = tuple(linear_weight.shape[1:-1])
     P = math.prod(out_features)
     batched = input.ndim == 2
@@ -621,6 +626,12 @@ def linear_cross_entropy(
         ignore_index = -100 if ignore_index is None else ignore_index
         _check_indices_in_range(target, C, ignore_index)
         t = target.reshape(N, P)
+        info = np.iinfo(jax.dtypes.canonicalize_dtype(np.int64))
+        if not info.min <= ignore_index <= info.max:
+            # No target can equal it (e.g. 2**31 without x64); the padding rows of the
+            # last chunk still need a value marked ignored: the smallest int, on int32+ targets.
+            ignore_index = int(info.min)
+            t = t.astype(jax.dtypes.canonicalize_dtype(np.int64))
         floats = (input, linear_weight, linear_bias, weight)
     out_dtype = result_dtype(*(a.dtype if a is not None else None for a in floats))
     smoothing = None if (isinstance(label_smoothing, (int, float)) and label_smoothing == 0) else label_smoothing

@@ -27,15 +27,32 @@ def is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+_X64_HINT = "64-bit integers need jax.config.update('jax_enable_x64', True)"
+
+
+def _check_fits_default_ints(name: str, x) -> None:
+    """A NumPy 64-bit integer array whose values JAX would wrap to int32 (x64 disabled): a
+    ``ValueError`` rather than silently different indices."""
+    x = np.asarray(x)
+    if x.dtype.kind in "iu" and x.dtype.itemsize > 4 and x.size and jax.dtypes.canonicalize_dtype(np.int64).itemsize == 4:
+        info = np.iinfo(np.int32)
+        if x.min() < info.min or x.max() > info.max:
+            raise ValueError(f"{name}: values beyond int32 (e.g. {x.max() if x.max() > info.max else x.min()}); {_X64_HINT}")
+
+
 def as_array(name: str, x) -> jax.Array:
     """``jnp.asarray(x)``, with a ``TypeError`` naming ``name`` when ``x`` is not array-like."""
     if x is None:
         raise TypeError(f"{name}: expected an array, got None")
+    if isinstance(x, (np.ndarray, np.generic)):
+        _check_fits_default_ints(name, x)
     if isinstance(x, (jax.Array, np.ndarray, np.generic)) or is_traced(x):
         return jnp.asarray(x)
     if isinstance(x, (bool, Integral, Real, list, tuple)):
         try:
             return jnp.asarray(x)
+        except OverflowError:
+            raise ValueError(f"{name}: integer out of range for {jax.dtypes.canonicalize_dtype(np.int64)}; {_X64_HINT}") from None
         except (TypeError, ValueError) as e:
             raise TypeError(f"{name}: expected an array, got {type(x).__name__} ({e})") from None
     # Objects with __jax_array__ or the array protocol (e.g. a CPU torch tensor).

@@ -703,3 +703,43 @@ def test_two_stage_reductions_keep_values_and_every_derivative(monkeypatch):
         # Summation order differs: rounding of the largest term is the scale.
         rtol = 1e-6 if a.dtype == np.float32 else 1e-12
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=rtol * float(np.max(np.abs(b))))
+
+
+def test_integer_ranges_without_x64_and_zero_classes():
+    """Found by differential fuzzing against torch (x64 off, JAX's default)."""
+    x = jnp.ones((2, 3))
+    y = np.array([0, 1])
+    # torch accepts an ignore_index no int32 target can equal: nothing is ignored
+    for fn in (L.cross_entropy, L.nll_loss):
+        np.testing.assert_allclose(fn(x, y, ignore_index=2**31), fn(x, y, ignore_index=-100), rtol=0)
+    W = jnp.asarray(np.random.default_rng(3).standard_normal((4, 3)), jnp.float32)
+    for ii in (2**31, -(2**40)):
+        got = jax.value_and_grad(lambda h: L.linear_cross_entropy(h, W, y, ignore_index=ii, chunk_size=3))(x)
+        want = jax.value_and_grad(lambda h: L.linear_cross_entropy(h, W, y, chunk_size=3))(x)
+        np.testing.assert_allclose(got[0], want[0], rtol=0)
+        np.testing.assert_allclose(got[1], want[1], rtol=0)
+    # an int64 index beyond int32 would wrap to another class: an error instead
+    with pytest.raises(ValueError, match="target: values beyond int32"):
+        L.cross_entropy(x, np.array([0, 2**32 + 1]))
+    with pytest.raises(ValueError, match="target: integer out of range"):
+        L.cross_entropy(x, [0, 2**32 + 1])
+    # no classes
+    with pytest.raises(ValueError, match="input: expected at least one class"):
+        L.cross_entropy(jnp.zeros((3, 0)), jnp.full(3, -100))
+    with pytest.raises(ValueError, match="linear_weight: expected at least one class"):
+        L.linear_cross_entropy(jnp.zeros((3, 2)), jnp.zeros((0, 2)), jnp.full(3, -100))
+
+
+@pytest.mark.parametrize("method", ["fused", "checkpoint"])
+def test_linear_cross_entropy_zero_class_weight_mean_gradient_is_nan_but_all_ignored_is_zero(method):
+    # torch: kept targets whose class weights are all 0 give 0/0, NaN gradients; all targets
+    # ignored gives a zero gradient (cross_entropy on the logits does the same).
+    h = jnp.array([[1.0, -0.5], [0.3, 0.8]])
+    W = jnp.array([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.7]])
+    w = jnp.array([0.0, 1.0, 1.0])
+    g = jax.grad(lambda h: L.linear_cross_entropy(h, W, jnp.array([0, 0]), weight=w, method=method))(h)
+    assert np.all(np.isnan(np.asarray(g)))
+    g = jax.grad(lambda h: L.linear_cross_entropy(h, W, jnp.array([-100, -100]), method=method))(h)
+    np.testing.assert_array_equal(g, np.zeros((2, 2)))
+    ref = jax.grad(lambda h: L.cross_entropy(h @ W.T, jnp.array([0, 0]), weight=w))(h)
+    assert np.all(np.isnan(np.asarray(ref)))
