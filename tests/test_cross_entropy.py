@@ -743,3 +743,18 @@ def test_linear_cross_entropy_zero_class_weight_mean_gradient_is_nan_but_all_ign
     np.testing.assert_array_equal(g, np.zeros((2, 2)))
     ref = jax.grad(lambda h: L.cross_entropy(h @ W.T, jnp.array([0, 0]), weight=w))(h)
     assert np.all(np.isnan(np.asarray(ref)))
+
+
+@pytest.mark.parametrize("shape", [(4, 1000), (1000,), (4, 1000, 3)], ids=["2d", "unbatched", "kdim"])
+def test_label_smoothing_is_shift_invariant_at_large_offsets(shape):
+    # softmax (and so every term of the smoothed loss) ignores a common offset; the smoothing
+    # sum must not lose it to cancellation (it did with class-last logits: 2e-4 relative at
+    # an offset of 1e4 in float32, where torch is within 1e-7)
+    r = np.random.default_rng(17)
+    x = r.standard_normal(shape).astype(np.float32)
+    tshape = shape[:1] + shape[2:] if len(shape) > 1 else ()
+    y = jnp.asarray(r.integers(0, 1000, tshape))
+    f = lambda x: L.cross_entropy(x, y, label_smoothing=1.0, reduction="none")  # noqa: E731
+    # rtol: x + 1e4 rounds each logit to float32's 1e-3 spacing there, which moves the loss by
+    # about 2e-6 relative; the cancellation this guards against was 2e-4
+    np.testing.assert_allclose(f(jnp.asarray(x + np.float32(1e4))), f(jnp.asarray(x)), rtol=1e-5)
