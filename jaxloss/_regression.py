@@ -68,8 +68,8 @@ def _check_weight(weight, input: jax.Array) -> jax.Array | None:
     return weight
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "reduction", "out_dtype"))
-def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype):
+@functools.partial(jax.jit, static_argnames=("kind", "reduction", "out_dtype", "param_checked"))
+def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype, param_checked=False):
     cdt = compute_dtype(result_dtype(x.dtype, t.dtype, None if weight is None else weight.dtype))
     d = x.astype(cdt) - t.astype(cdt)
     if kind == "l1":
@@ -80,8 +80,12 @@ def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype):
         delta = jnp.asarray(param, cdt)
         z = _abs(d)
         loss = jnp.where(z < delta, 0.5 * d * d, delta * (z - 0.5 * delta))
-        V.debug_check(delta > 0, "delta: huber_loss needs delta > 0")
-        loss = jnp.where(delta > 0, loss, jnp.nan)
+        if not param_checked:
+            # Only a traced delta can be <= 0 here. A concrete one was checked > 0
+            # before the cast, and one that underflows to 0 in the compute dtype
+            # (1e-50 in float32) gives torch's 0, not NaN.
+            V.debug_check(delta > 0, "delta: huber_loss needs delta > 0")
+            loss = jnp.where(delta > 0, loss, jnp.nan)
     else:  # smooth_l1
         beta = jnp.asarray(param, cdt)
         z = _abs(d)
@@ -104,6 +108,8 @@ def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype):
 
 
 def _run(fn, kind, input, target, weight, param, reduction, *, bool_target=True):
+    # ``param`` passed check_scalar before _run is called: a concrete value is in range.
+    param_checked = param is not None and not V.is_traced(param)
     check_reduction(reduction)
     input, target, _ = _check_pair(fn, input, target, bool_target=bool_target)
     weight = _check_weight(weight, input)
@@ -115,7 +121,9 @@ def _run(fn, kind, input, target, weight, param, reduction, *, bool_target=True)
     else:
         tdt = target.dtype if jnp.issubdtype(target.dtype, jnp.floating) else None
         out_dtype = result_dtype(input.dtype, tdt, wdt)
-    return _pointwise(input, target, weight, param, kind=kind, reduction=reduction, out_dtype=out_dtype)
+    return _pointwise(
+        input, target, weight, param, kind=kind, reduction=reduction, out_dtype=out_dtype, param_checked=param_checked
+    )
 
 
 def l1_loss(
@@ -250,8 +258,10 @@ def huber_loss(
 
     .. note::
        A traced ``delta <= 0`` cannot raise inside ``jax.jit``: the result is NaN
-       (wrap in ``jax.experimental.checkify.checkify`` to get the error).
-       Every element is computed in at least float32 and the result cast once.
+       (wrap in ``jax.experimental.checkify.checkify`` to get the error). A
+       traced positive ``delta`` that underflows to 0 in the compute dtype is
+       NaN too; a concrete one (a Python float such as ``1e-50`` with float32
+       input) gives torch's 0. Every element is computed in at least float32 and the result cast once.
     """
     V.check_scalar("delta", delta, lo=0.0, lo_open=True)
     return _run("huber_loss", "huber", input, target, weight, delta, reduction)
