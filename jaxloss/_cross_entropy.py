@@ -165,9 +165,9 @@ def _pick(x: jax.Array, idx: jax.Array, ax: int, finite_cotangent: bool = False)
     ``finite_cotangent=True`` (linear_cross_entropy's chunks, differentiated with a
     unit cotangent) masks by multiplying with the one-hot instead: its transpose
     needs no full-shape zeros, which XLA would hoist out of the chunk loop as a
-    materialised ``(chunk, C)`` buffer. A select is kept otherwise, so that an
-    infinite cotangent (a mean over zero total weight) leaves exact zeros off the
-    target, as torch does.
+    materialised ``(chunk, C)`` buffer. A select is kept otherwise, so that a
+    non-finite cotangent (a mean over zero total weight) leaves exact zeros off
+    the target.
     """
     if x.dtype.itemsize < 4:
         # Gather the bits of a narrow float: XLA would otherwise rewrite
@@ -516,7 +516,10 @@ def cross_entropy(
 
     so the weighted mean divides by the weights of the targets that take part (the
     number of them without ``weight``), in both terms; if every target is ignored
-    the mean is NaN (0/0), the sum is 0 and the gradient is zero.
+    the mean is NaN (0/0), the sum is 0 and the gradient is zero. If the kept
+    targets' weights sum to 0, the mean is NaN as in torch (also with smoothing,
+    whose own term is positive), with NaN gradients on the kept samples and zeros
+    on the ignored ones.
 
     With probability targets :math:`t_{n,c}`, smoothed to
     :math:`(1-\varepsilon)\, t_{n,c} + \varepsilon / C`:

@@ -58,6 +58,7 @@ from jaxloss._cross_entropy import (
     _class_index_weights,
     _class_reduce,
     _class_weight_view,
+    _is_ignored,
     _probability_losses,
     _row_max,
 )
@@ -391,7 +392,16 @@ def _fused_sum_jvp(core: _Core, primals, tangents):
     pairs = {"x": txs, "W": tW2, "b": tb2, "cw": tcw, "eps": teps, "t": tts}
     out = jnp.zeros_like(total)
     for k, g in grads.items():
-        out = out + jnp.sum(g * pairs[k]).astype(total.dtype)
+        prod = g * pairs[k]
+        if k == "x" and not core.probs:
+            # An ignored row's input gradient is exactly 0 even under the NaN
+            # cotangent of a mean over zero total weight (torch: 0 there, NaN on the
+            # kept rows); 0 * NaN would be NaN. The select is its transpose's mask.
+            # (With K-dimensional targets a row is kept if any of its positions is.)
+            kept = ~_is_ignored(ts, core.ignore_index)
+            kept = valid & jnp.any(kept, axis=tuple(range(2, kept.ndim)))
+            prod = jnp.where(kept[..., None], prod, 0)
+        out = out + jnp.sum(prod).astype(total.dtype)
     return total, out
 
 
@@ -439,9 +449,9 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
     total = _fused_sum(core, xs, W2, b2, cw, eps, ts, valid)
     if denominator is None:  # probability targets: "mean" divides by the number of samples
         denominator = jnp.asarray(N * core.P, cdt)
-    # Every target ignored: torch's NaN mean has a zero gradient. reduce() sends an
-    # infinite cotangent to the sum then, which must not meet the (zero) gradients.
-    # (Targets kept with zero total class weight get torch's NaN gradient: 0 * inf.)
+    # Every target ignored: torch's NaN mean has a zero gradient. reduce() sends a
+    # NaN cotangent to the sum then, which must not meet the (zero) gradients.
+    # (Targets kept with zero total class weight get torch's NaN gradient.)
     total = jnp.where(none_active, jax.lax.stop_gradient(total), total)
     return reduce(total, spec.reduction, denominator=denominator, dtype=spec.out_dtype)
 

@@ -39,11 +39,14 @@ def reduce(
       denominator: for ``"mean"``, what to divide the sum by (e.g. the sum of the
         class weights that took part); ``None`` means the number of elements
         (``loss.mean()``, NaN for an empty array, like torch). A zero denominator
-        gives torch's value (0/0 = NaN, or inf). Its gradient, like torch's, is
-        an infinite cotangent on every element of ``loss``: elements a loss
-        selects away with ``jnp.where`` get exactly zero (cross_entropy with every
-        target ignored), elements multiplied by a zero weight get NaN (mse_loss
-        with all-zero ``weight``, as in torch).
+        gives NaN, as torch does even where the sum is not 0 (cross_entropy with
+        label smoothing and kept targets of zero total class weight: torch's
+        weighted NLL mean is 0/0 there). Its gradient, like torch's, is
+        a NaN cotangent on every element of ``loss``: elements a loss selects
+        away with ``jnp.where`` get exactly zero (cross_entropy's ignored
+        targets), every other element NaN (the kept targets, even where the
+        label smoothing term alone would give a finite times infinite gradient).
+        The denominator gets no gradient where it is 0.
       dtype: the result dtype (torch's output dtype); ``None`` keeps ``loss.dtype``.
     """
     check_reduction(reduction)
@@ -54,15 +57,17 @@ def reduce(
     elif denominator is None:
         out = jnp.mean(loss)
     else:
-        # torch divides by the denominator as is (0/0 = NaN when, say, every target
-        # is ignored). The denominator itself gets no gradient where it is 0 (its
-        # -total/d**2 would be NaN), and the division that carries the gradient
-        # elsewhere never sees 0.
+        # The denominator itself gets no gradient where it is 0 (its -total/d**2
+        # would be NaN), and the division that carries the gradient elsewhere never
+        # sees 0. A zero denominator multiplies the sum by NaN rather than selecting
+        # a NaN constant, so that ``loss`` gets a NaN cotangent rather than none.
+        # (The factor is 1 where the branch is not taken: its zero cotangent times
+        # NaN would be NaN.)
         total = jnp.sum(loss)
         zero = denominator == 0
         out = jnp.where(
             zero,
-            total / jax.lax.stop_gradient(denominator),
+            total * jnp.where(zero, jnp.nan, 1).astype(total.dtype),
             total / jnp.where(zero, jnp.ones_like(denominator), denominator),
         )
     return out if dtype is None else out.astype(dtype)
