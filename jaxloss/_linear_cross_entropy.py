@@ -60,6 +60,7 @@ from jaxloss._cross_entropy import (
     _class_weight_view,
     _is_ignored,
     _probability_losses,
+    _wide_index,
     _row_max,
 )
 from jaxloss._dtypes import compute_dtype, result_dtype
@@ -425,7 +426,7 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
         denominator = None
         none_active = N == 0
     else:
-        target = target.astype(jnp.int32)
+        target = _wide_index(target)  # int32 or wider: int64 indices beyond int32 (x64) stay whole
         # (_class_index_weights also carries the checkify check of the index range.)
         active, _, _, w_t = _class_index_weights(target, cw, core.C, core.ignore_index, cdt)
         denominator = jnp.sum(w_t)
@@ -636,12 +637,16 @@ def linear_cross_entropy(
         ignore_index = -100 if ignore_index is None else ignore_index
         _check_indices_in_range(target, C, ignore_index)
         t = target.reshape(N, P)
-        info = np.iinfo(jax.dtypes.canonicalize_dtype(np.int64))
+        widest = jax.dtypes.canonicalize_dtype(np.int64)
+        info = np.iinfo(widest)
         if not info.min <= ignore_index <= info.max:
             # No target can equal it (e.g. 2**31 without x64); the padding rows of the
             # last chunk still need a value marked ignored: the smallest int, on int32+ targets.
             ignore_index = int(info.min)
-            t = t.astype(jax.dtypes.canonicalize_dtype(np.int64))
+            t = t.astype(widest)
+        elif not np.iinfo(t.dtype).min <= ignore_index <= np.iinfo(t.dtype).max:
+            # The padding rows are filled with ignore_index: a dtype that holds it.
+            t = t.astype(widest)
         floats = (input, linear_weight, linear_bias, weight)
     out_dtype = result_dtype(*(a.dtype if a is not None else None for a in floats))
     smoothing = None if (isinstance(label_smoothing, (int, float)) and label_smoothing == 0) else label_smoothing

@@ -705,6 +705,33 @@ def test_two_stage_reductions_keep_values_and_every_derivative(monkeypatch):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=rtol * float(np.max(np.abs(b))))
 
 
+def test_ignore_index_beyond_the_target_dtype_with_x64():
+    """Found by differential fuzzing against torch: with x64 on, linear_cross_entropy cast
+    int64 targets to int32, so a target of 2**32 equal to ignore_index wrapped to class
+    0 and was counted. The reference is the mean over the kept rows alone."""
+    r = np.random.default_rng(7)
+    with jax.enable_x64(True):
+        h = jnp.asarray(r.standard_normal((3, 2)))
+        W = jnp.asarray(r.standard_normal((3, 2)))
+        cases = (
+            (np.array([1, 2**32, 0]), 2**32, [0, 2]),  # int64 target equal to an ignore_index beyond int32
+            (np.array([1, 2, 0], np.int32), 2**32, [0, 1, 2]),  # no int32 target can equal it
+            (np.array([1, 2, 0], np.int8), 300, [0, 1, 2]),  # nor an int8 one 300
+            (np.array([1, 2, 0], np.uint8), -100, [0, 1, 2]),  # nor a uint8 one -100
+        )
+        for y, ii, kept in cases:
+            kept = np.asarray(kept)
+            want = jax.value_and_grad(lambda h: L.cross_entropy(h[kept] @ W.T, jnp.asarray(y[kept]).astype(int)))(h)
+            for chunk in (1, 2, None):
+                got = jax.value_and_grad(lambda h: L.linear_cross_entropy(h, W, y, ignore_index=ii, chunk_size=chunk))(h)
+                np.testing.assert_allclose(got[0], want[0], rtol=1e-12, err_msg=f"{y.dtype} {ii} {chunk}")
+                np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-15, err_msg=f"{y.dtype} {ii} {chunk}")
+            for fn in (L.cross_entropy, L.nll_loss):
+                np.testing.assert_allclose(
+                    fn(h @ W.T, y, ignore_index=ii), fn(h[kept] @ W.T, jnp.asarray(y[kept]).astype(int)), rtol=1e-12
+                )
+
+
 def test_integer_ranges_without_x64_and_zero_classes():
     """Found by differential fuzzing against torch (x64 off, JAX's default)."""
     x = jnp.ones((2, 3))
