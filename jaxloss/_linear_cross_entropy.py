@@ -129,6 +129,13 @@ def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c, finite_cotangent=
         z = z.reshape(rows, core.C)
         t_c = t_c.reshape((rows, core.C) if core.probs else (rows,))
     if core.probs:
+        # A padding row's logits are the bias (its input row is 0), which may be
+        # infinite: its smoothed targets times -inf log-probabilities would have
+        # infinite partials, and the select below would turn the weight gradient
+        # into 0 * inf = NaN. Zero logits on the padding rows give them finite
+        # partials. (A clamp to per-row bounds would avoid the select's full-shape
+        # zeros, but halves the gradient of a -inf logit at the bound.)
+        z = jnp.where(valid_c.reshape((rows,) + (1,) * (z.ndim - 1)), z, 0)
         loss = _probability_losses(z, t_c, cw, eps)
     else:
         loss, _ = _class_index_losses(
