@@ -28,15 +28,33 @@ from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
-from jaxloss._margin import _clamp_min0
+from jaxloss._elementwise import abs_ as _abs
+from jaxloss._elementwise import clamp_min0 as _clamp_min0
 from jaxloss._reduction import check_reduction, reduce
 
 _COSINE_EPS = float(np.float32(1e-12))  # torch's EPSILON in cosine_embedding_loss, a float32 constant
 
 
-def _abs(d: jax.Array) -> jax.Array:
-    """``|d|`` with torch's gradient ``sgn(d)`` (0 at 0)."""
-    return jnp.where(d == 0, jnp.zeros_like(d), jnp.abs(d))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _extreme_abs(d: jax.Array, largest: bool) -> jax.Array:
+    """``max`` (``largest``) or ``min`` of ``|d|`` over the last axis: the +-inf norms.
+
+    torch's gradient: ``sgn(d)`` shared evenly by the entries equal to the
+    result, and 0 on a row whose result is NaN (no entry equals it; autodiff of
+    ``jnp.max`` would give 0/0 = NaN there)."""
+    a = jnp.abs(d)
+    return jnp.max(a, axis=-1) if largest else jnp.min(a, axis=-1)
+
+
+@_extreme_abs.defjvp
+def _extreme_abs_jvp(largest, primals, tangents):
+    (d,), (t,) = primals, tangents
+    out = _extreme_abs(d, largest)
+    hit = (jnp.abs(d) == out[..., None]).astype(t.dtype)
+    n = jnp.sum(hit, axis=-1, keepdims=True)
+    share = hit / jnp.where(n == 0, 1, n)
+    sgn = (d > 0).astype(t.dtype) - (d < 0).astype(t.dtype)
+    return out, jnp.sum(share * sgn * t, axis=-1)
 
 
 def _norm_last(d: jax.Array, p: float) -> jax.Array:
@@ -45,10 +63,8 @@ def _norm_last(d: jax.Array, p: float) -> jax.Array:
         d = d[None]
     if p == 0:
         return jax.lax.stop_gradient(jnp.sum((d != 0).astype(d.dtype), axis=-1))
-    if p == math.inf:
-        return jnp.max(_abs(d), axis=-1)  # ties share the gradient evenly, as in torch
-    if p == -math.inf:
-        return jnp.min(_abs(d), axis=-1)
+    if p == math.inf or p == -math.inf:
+        return _extreme_abs(d, p > 0)
     if p == 1:
         return jnp.sum(_abs(d), axis=-1)
     # The zero norm is selected by ``s == 0`` (not ``s > 0``) so that NaN stays NaN.

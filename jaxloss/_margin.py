@@ -23,6 +23,7 @@ from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
+from jaxloss._elementwise import clamp_min0 as _clamp_min0
 from jaxloss._reduction import check_reduction, reduce
 
 
@@ -60,12 +61,6 @@ def _equals(t: jax.Array, value: int) -> jax.Array:
     if t.dtype == jnp.bool_:
         t = t.astype(jnp.int32)
     return t == value
-
-
-def _clamp_min0(z: jax.Array) -> jax.Array:
-    """``max(z, 0)`` with torch's ``clamp_min`` gradient: 1 where ``z >= 0`` (the kink
-    included); NaN stays NaN, as in torch (a select on ``z >= 0`` would make it 0)."""
-    return jnp.where(z < 0, jnp.zeros_like(z), z)
 
 
 def _positive_part(z: jax.Array) -> jax.Array:

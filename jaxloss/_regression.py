@@ -23,12 +23,8 @@ from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
+from jaxloss._elementwise import abs_ as _abs
 from jaxloss._reduction import check_reduction, reduce
-
-
-def _abs(d: jax.Array) -> jax.Array:
-    """``|d|`` with torch's gradient ``sgn(d)`` (0 at 0; JAX's ``abs`` gives 1 there)."""
-    return jnp.where(d == 0, jnp.zeros_like(d), jnp.abs(d))
 
 
 def _check_pair(fn: str, input, target, *, bool_target: bool) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
@@ -79,7 +75,11 @@ def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype, param_checked
     elif kind == "huber":
         delta = jnp.asarray(param, cdt)
         z = _abs(d)
-        loss = jnp.where(z < delta, 0.5 * d * d, delta * (z - 0.5 * delta))
+        # The quadratic branch reads an infinite error as 0: unselected, its
+        # gradient would be inf * 0 = NaN where torch's is +-delta. A NaN error keeps
+        # its NaN gradient, as in torch.
+        dq = jnp.where(jnp.isinf(d), jnp.zeros_like(d), d)
+        loss = jnp.where(z < delta, 0.5 * dq * dq, delta * (z - 0.5 * delta))
         if not param_checked:
             # Only a traced delta can be <= 0 here. A concrete one was checked > 0
             # before the cast, and one that underflows to 0 in the compute dtype
@@ -89,10 +89,14 @@ def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype, param_checked
     else:  # smooth_l1
         beta = jnp.asarray(param, cdt)
         z = _abs(d)
-        # beta = 0: ``z < 0`` never holds, so this is exactly |d| (torch's l1 path);
-        # the safe divisor keeps the unused branch's gradient finite.
+        # beta = 0: ``z < 0`` never holds, so this is exactly |d| (torch's l1 path,
+        # whose gradient at a NaN error is 0); the safe divisor and the quadratic
+        # branch's 0 for an infinite error (and for every error when beta = 0) keep
+        # the unused branch's gradient finite. A NaN error with beta > 0 keeps its
+        # NaN gradient, as in torch.
         safe_beta = jnp.where(beta == 0, jnp.ones_like(beta), beta)
-        loss = jnp.where(z < beta, 0.5 * d * d / safe_beta, z - 0.5 * beta)
+        dq = jnp.where(jnp.isinf(d) | (beta == 0), jnp.zeros_like(d), d)
+        loss = jnp.where(z < beta, 0.5 * dq * dq / safe_beta, z - 0.5 * beta)
         V.debug_check(beta >= 0, "beta: smooth_l1_loss needs beta >= 0")
         loss = jnp.where(beta >= 0, loss, jnp.nan)
     if weight is None:

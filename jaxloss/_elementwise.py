@@ -1,0 +1,38 @@
+"""Element-wise building blocks with torch's derivatives at their kinks and at NaN.
+
+JAX's ``abs`` has the derivative 1 at 0 and -1 at NaN; torch's is ``sgn``, 0 at
+both. torch's ``clamp_min(z, 0)`` passes the gradient where ``z >= 0`` and masks
+NaN out. The losses that take absolute values or hinges use these, so that their
+gradients are torch's at exact ties and on NaN entries too.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+@jax.custom_jvp
+def abs_(d: jax.Array) -> jax.Array:
+    """``|d|`` with torch's derivative ``sgn(d)``: 0 at 0 and at NaN."""
+    return jnp.abs(d)
+
+
+@abs_.defjvp
+def _abs_jvp(primals, tangents):
+    (d,), (t,) = primals, tangents
+    sgn = (d > 0).astype(t.dtype) - (d < 0).astype(t.dtype)
+    return jnp.abs(d), sgn * t
+
+
+@jax.custom_jvp
+def clamp_min0(z: jax.Array) -> jax.Array:
+    """``max(z, 0)`` as torch's ``clamp_min``: NaN stays NaN in the value; the derivative
+    is 1 where ``z >= 0`` (the kink included) and 0 elsewhere, NaN included."""
+    return jnp.where(z < 0, jnp.zeros_like(z), z)
+
+
+@clamp_min0.defjvp
+def _clamp_min0_jvp(primals, tangents):
+    (z,), (t,) = primals, tangents
+    return clamp_min0(z), jnp.where(z >= 0, t, jnp.zeros_like(t))
