@@ -226,7 +226,11 @@ def binary_cross_entropy_with_logits(
 
     .. note::
        ``weight`` and ``pos_weight`` are differentiable here (torch implements no
-       gradient for them).
+       gradient for them). bf16/f16 losses are computed in float32 and rounded
+       once, so they differ from torch's by torch's low-precision rounding
+       (jaxloss is the closer to float64). At ``input = -inf`` with a
+       ``pos_weight`` at most 1 both values are NaN; the target gradient is NaN
+       where torch's is ``inf``.
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)
