@@ -399,16 +399,21 @@ def _fused_sum_jvp(core: _Core, primals, tangents):
     total, grads = _fused_grads(core, need, xs, W2, b2, cw, eps, ts, valid)
     pairs = {"x": txs, "W": tW2, "b": tb2, "cw": tcw, "eps": teps, "t": tts}
     out = jnp.zeros_like(total)
+    # Exact zeros where no kept target contributes, even under the NaN cotangent of a
+    # mean over zero total class weight (torch: 0 there, NaN elsewhere); 0 * NaN would
+    # be NaN. The selects are their transposes' masks.
+    kept = None if core.probs else valid[..., None] & ~_is_ignored(ts, core.ignore_index).reshape(valid.shape + (-1,))
     for k, g in grads.items():
         prod = g * pairs[k]
-        if k == "x" and not core.probs:
-            # An ignored row's input gradient is exactly 0 even under the NaN
-            # cotangent of a mean over zero total weight (torch: 0 there, NaN on the
-            # kept rows); 0 * NaN would be NaN. The select is its transpose's mask.
-            # (With K-dimensional targets a row is kept if any of its positions is.)
-            kept = ~_is_ignored(ts, core.ignore_index)
-            kept = valid & jnp.any(kept, axis=tuple(range(2, kept.ndim)))
-            prod = jnp.where(kept[..., None], prod, 0)
+        if kept is not None and k == "x":
+            # an input row: kept if any of its (K-dimensional) positions is
+            prod = jnp.where(jnp.any(kept, axis=-1)[..., None], prod, 0)
+        elif kept is not None and k in ("W", "b") and core.P > 1:
+            # a weight or bias row (class c, position q) of a K-dimensional weight: kept
+            # if some sample keeps position q. (With P = 1 a position no sample keeps
+            # means every target is ignored, and the gradient is zero already.)
+            rows = jnp.tile(jnp.any(kept, axis=(0, 1)), core.C)
+            prod = jnp.where(rows.reshape((-1,) + (1,) * (prod.ndim - 1)), prod, 0)
         out = out + jnp.sum(prod).astype(total.dtype)
     return total, out
 
