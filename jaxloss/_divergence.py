@@ -13,6 +13,7 @@ from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
+from jaxloss._elementwise import exp_ as _exp
 from jaxloss._reduction import check_reduction, reduce
 
 KL_REDUCTIONS: tuple[str, ...] = ("none", "batchmean", "mean", "sum")
@@ -38,7 +39,7 @@ def _kl_div(x, t, *, reduction, log_target, out_dtype):
     x = x.astype(cdt)
     t = t.astype(cdt)
     if log_target:
-        loss = jnp.exp(t) * (t - x)
+        loss = _exp(t) * (t - x)
     else:
         # xlogy(t, t) - t x: a zero target contributes exactly 0. The log never sees the
         # zero, so the target gradient there is finite (-x) where torch's is NaN (0/0).
@@ -121,7 +122,7 @@ def _poisson_nll_loss(x, t, eps, *, log_input, full, reduction, out_dtype):
     x = x.astype(cdt)
     t = t.astype(cdt)
     if log_input:
-        loss = jnp.exp(x) - t * x
+        loss = _exp(x) - t * x
     else:
         loss = x - t * jnp.log(x + jnp.asarray(eps, cdt))
     if full:

@@ -3,7 +3,8 @@
 JAX's ``abs`` has the derivative 1 at 0 and -1 at NaN; torch's is ``sgn``, 0 at
 both. torch's ``clamp_min(z, 0)`` passes the gradient where ``z >= 0`` and masks
 NaN out. The losses that take absolute values or hinges use these, so that their
-gradients are torch's at exact ties and on NaN entries too.
+gradients are torch's at exact ties and on NaN entries too. ``exp_`` keeps
+``exp(+inf) = inf`` inside XLA:CPU's fused loops.
 """
 
 from __future__ import annotations
@@ -36,3 +37,22 @@ def clamp_min0(z: jax.Array) -> jax.Array:
 def _clamp_min0_jvp(primals, tangents):
     (z,), (t,) = primals, tangents
     return clamp_min0(z), jnp.where(z >= 0, t, jnp.zeros_like(t))
+
+
+@jax.custom_jvp
+def exp_(x: jax.Array) -> jax.Array:
+    """``exp(x)``, exactly ``inf`` at ``x = +inf``.
+
+    XLA:CPU's vectorised ``exp`` inside a fused loop returns a large finite number
+    for ``+inf`` (the scalar remainder does not), so ``exp(x) - t * x`` came out
+    ``-inf`` instead of torch's NaN depending on the array's length. The
+    derivative is the value, as for ``exp``.
+    """
+    return jnp.where(x == jnp.inf, jnp.inf, jnp.exp(x))
+
+
+@exp_.defjvp
+def _exp_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    e = exp_(x)
+    return e, e * t

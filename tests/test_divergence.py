@@ -286,3 +286,28 @@ def test_wrong_types():
         GAUSS(x, t, True)
     with pytest.raises(TypeError, match="var: expected a floating-point array"):
         GAUSS(x, t, jnp.ones((4, 5), jnp.int32))
+
+
+def test_exp_of_plus_inf_with_full_optimisation():
+    """XLA:CPU's vectorised exp inside a fused loop gives a finite exp(+inf) (the suite
+    otherwise compiles with most optimisations off, where it does not): found by fuzzing,
+    poisson_nll_loss(log_input=True) gave inf - 2 * inf = -inf where torch gives NaN.
+    Expected values are IEEE arithmetic: inf - t * inf is NaN for t >= 0 (0 * inf is
+    NaN) and inf for t < 0; the derivatives exp(inf) - t and -exp(inf) are +-inf."""
+    prev = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    jax.clear_caches()
+    try:
+        x = jnp.full(8, jnp.inf, jnp.float32)
+        t = jnp.array([2.0, 0.0, 0.5, -1.0] * 2, jnp.float32)
+        got = L.poisson_nll_loss(x, t, reduction="none")
+        np.testing.assert_array_equal(got, np.where(np.asarray(t) < 0, np.inf, np.nan))
+        g = jax.grad(lambda x: L.poisson_nll_loss(x, t, reduction="sum"))(x)
+        np.testing.assert_array_equal(g, np.full(8, np.inf))
+        zeros = jnp.zeros(8, jnp.float32)
+        np.testing.assert_array_equal(L.kl_div(zeros, x, log_target=True, reduction="none"), np.full(8, np.inf))
+        g = jax.grad(lambda z: L.kl_div(z, x, log_target=True, reduction="sum"))(zeros)
+        np.testing.assert_array_equal(g, np.full(8, -np.inf))
+    finally:
+        jax.config.update("jax_disable_most_optimizations", prev)
+        jax.clear_caches()
