@@ -88,9 +88,11 @@ def _class_reduce(reducer, v: jax.Array, ax: int) -> jax.Array:
 
 
 def _row_max(x: jax.Array, ax: int) -> jax.Array:
-    """The row max in the compute dtype (taken in ``x``'s own dtype, where it is exact); 0 if not finite."""
+    """The row max in the compute dtype (taken in ``x``'s own dtype, where it is exact); 0 where
+    it is -inf (a row of -inf: its sum of exponentials is then 0). A +inf max is kept, so
+    that the row's ``x - m`` is NaN at the +inf entries, as torch's log_softmax is."""
     m = _class_reduce(jnp.max, x, ax).astype(compute_dtype(x.dtype))
-    return jnp.where(jnp.isfinite(m), m, 0)
+    return jnp.where(m == -jnp.inf, 0, m)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
