@@ -203,11 +203,16 @@ def _one_hot(idx: jax.Array, num_classes: int, ndim: int, ax: int) -> jax.Array:
     return _class_weight_view(classes, ndim, ax) == jnp.expand_dims(idx.astype(jnp.int32), ax)
 
 
+def _holds(dtype, value: int) -> bool:
+    """Whether the integer ``dtype`` can represent ``value``."""
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
 def _is_ignored(target, ignore_index: int):
     """``target == ignore_index``, all False where ``ignore_index`` lies outside the target's
     integer dtype (e.g. ``2**31`` with int32 targets: no target can equal it, as in torch)."""
-    info = np.iinfo(target.dtype)
-    if not info.min <= ignore_index <= info.max:
+    if not _holds(target.dtype, ignore_index):
         return jnp.zeros(target.shape, bool)
     return target == ignore_index
 

@@ -13,6 +13,11 @@ import jax
 import jax.numpy as jnp
 
 
+def sgn(d: jax.Array, dtype) -> jax.Array:
+    """torch's ``sgn(d)`` in ``dtype``: -1, 0 or 1, and 0 at NaN."""
+    return (d > 0).astype(dtype) - (d < 0).astype(dtype)
+
+
 @jax.custom_jvp
 def abs_(d: jax.Array) -> jax.Array:
     """``|d|`` with torch's derivative ``sgn(d)``: 0 at 0 and at NaN."""
@@ -22,8 +27,7 @@ def abs_(d: jax.Array) -> jax.Array:
 @abs_.defjvp
 def _abs_jvp(primals, tangents):
     (d,), (t,) = primals, tangents
-    sgn = (d > 0).astype(t.dtype) - (d < 0).astype(t.dtype)
-    return jnp.abs(d), sgn * t
+    return jnp.abs(d), sgn(d, t.dtype) * t
 
 
 @jax.custom_jvp

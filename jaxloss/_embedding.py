@@ -30,6 +30,7 @@ from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
 from jaxloss._elementwise import abs_ as _abs
 from jaxloss._elementwise import clamp_min0 as _clamp_min0
+from jaxloss._elementwise import sgn as _sgn
 from jaxloss._reduction import check_reduction, reduce
 
 _COSINE_EPS = float(np.float32(1e-12))  # torch's EPSILON in cosine_embedding_loss, a float32 constant
@@ -53,8 +54,7 @@ def _extreme_abs_jvp(largest, primals, tangents):
     hit = (jnp.abs(d) == out[..., None]).astype(t.dtype)
     n = jnp.sum(hit, axis=-1, keepdims=True)
     share = hit / jnp.where(n == 0, 1, n)
-    sgn = (d > 0).astype(t.dtype) - (d < 0).astype(t.dtype)
-    return out, jnp.sum(share * sgn * t, axis=-1)
+    return out, jnp.sum(share * _sgn(d, t.dtype) * t, axis=-1)
 
 
 def _norm_last(d: jax.Array, p: float) -> jax.Array:

@@ -58,6 +58,7 @@ from jaxloss._cross_entropy import (
     _class_index_weights,
     _class_reduce,
     _class_weight_view,
+    _holds,
     _is_ignored,
     _probability_losses,
     _wide_index,
@@ -650,13 +651,11 @@ def linear_cross_entropy(
         _check_indices_in_range(target, C, ignore_index)
         t = target.reshape(N, P)
         widest = jax.dtypes.canonicalize_dtype(np.int64)
-        info = np.iinfo(widest)
-        if not info.min <= ignore_index <= info.max:
+        if not _holds(widest, ignore_index):
             # No target can equal it (e.g. 2**31 without x64); the padding rows of the
-            # last chunk still need a value marked ignored: the smallest int, on int32+ targets.
-            ignore_index = int(info.min)
-            t = t.astype(widest)
-        elif not np.iinfo(t.dtype).min <= ignore_index <= np.iinfo(t.dtype).max:
+            # last chunk still need a value marked ignored: the smallest int.
+            ignore_index = int(np.iinfo(widest).min)
+        if not _holds(t.dtype, ignore_index):
             # The padding rows are filled with ignore_index: a dtype that holds it.
             t = t.astype(widest)
         floats = (input, linear_weight, linear_bias, weight)

@@ -265,7 +265,8 @@ def huber_loss(
        (wrap in ``jax.experimental.checkify.checkify`` to get the error). A
        traced positive ``delta`` that underflows to 0 in the compute dtype is
        NaN too; a concrete one (a Python float such as ``1e-50`` with float32
-       input) gives torch's 0. Every element is computed in at least float32 and the result cast once.
+       input) gives torch's 0. Every element is computed in at least float32 and
+       the result cast once.
     """
     V.check_scalar("delta", delta, lo=0.0, lo_open=True)
     return _run("huber_loss", "huber", input, target, weight, delta, reduction)
