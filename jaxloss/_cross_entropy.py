@@ -273,16 +273,12 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
     return total * ((m - r) + s) - wsum
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _bf16_weighted_class_sum(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
-    """:math:`\\sum_c w_c x_c` along ``ax`` for bf16 ``x`` and float32 ``w``, in float32.
-
-    One bf16 mat-vec accumulating in float32, against ``w`` split into three bf16
+def _bf16_split_matvec(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
+    """:math:`\\sum_c w_c x_c` along ``ax`` for bf16 ``x`` and float32 ``w``, in float32:
+    one bf16 mat-vec accumulating in float32, against ``w`` split into three bf16
     terms (hi + mid + lo equals ``w`` to float32 precision: bf16 has float32's
-    exponent range). A broadcast weight times a widened ``x`` would be materialised
-    as a float32 ``x``-sized buffer. The rule differentiates ``w`` in float32 (the
-    mat-vec's transpose would round its cotangent to bf16).
-    """
+    exponent range). Linear in ``x``. A zero term (any ``w_c`` that bf16 holds
+    exactly) times an infinite ``x_c`` is NaN: see :func:`_bf16_weighted_class_sum`."""
     terms = []
     for _ in range(3):
         terms.append(w.astype(x.dtype))
@@ -291,12 +287,30 @@ def _bf16_weighted_class_sum(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
     return jnp.sum(prod, axis=-1)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _bf16_weighted_class_sum(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
+    """:math:`\\sum_c w_c x_c` along ``ax`` for bf16 ``x`` and float32 ``w``, in float32.
+
+    :func:`_bf16_split_matvec`: a broadcast weight times a widened ``x`` would be
+    materialised as a float32 ``x``-sized buffer. Where that gives NaN (an infinite
+    logit meets a zero split term, or a NaN logit), the sum is taken again the plain
+    way, which gives IEEE's answer: ``-inf`` for a ``-inf`` logit with a positive
+    weight, NaN with a zero weight, as torch's ``weight * log_softmax``. The check is
+    a ``lax.cond`` on the ``(N,)`` result, so the plain sum runs only then (under
+    ``vmap`` both run). The rule differentiates ``w`` in float32 (the mat-vec's
+    transpose would round its cotangent to bf16).
+    """
+    out = _bf16_split_matvec(x, w, ax)
+    plain = lambda: jnp.sum(x.astype(w.dtype) * _class_weight_view(w, x.ndim, ax), axis=ax)  # noqa: E731
+    return jax.lax.cond(jnp.any(jnp.isnan(out)), plain, lambda: out)
+
+
 def _bf16_weighted_class_sum_jvp(ax, primals, tangents):
     (x, w), (tx, tw) = primals, tangents
     out = _bf16_weighted_class_sum(x, w, ax)
     t = jnp.zeros_like(out)
     if not isinstance(tx, SymbolicZero):
-        t = t + _bf16_weighted_class_sum(tx, w, ax)
+        t = t + _bf16_split_matvec(tx, w, ax)
     if not isinstance(tw, SymbolicZero):
         t = t + jnp.sum(x.astype(w.dtype) * _class_weight_view(tw, x.ndim, ax), axis=ax)
     return out, t

@@ -379,9 +379,12 @@ def test_bf16_gradient_is_the_float32_gradient_rounded_once(layout, reduction, w
 
 def _bf16_ulps(g, ref):
     """|g - ref| in units of bf16's spacing at ``ref`` (correct rounding: at most 1/2)."""
-    ref = np.asarray(ref, np.float64)
-    spacing = np.exp2(np.floor(np.log2(np.maximum(np.abs(ref), 1e-38))) - 7)
-    return np.abs(np.asarray(g, np.float64) - ref) / spacing
+    return np.abs(np.asarray(g, np.float64) - np.asarray(ref, np.float64)) / _bf16_spacing(ref)
+
+
+def _bf16_spacing(ref):
+    """bf16's spacing at ``|ref|`` (8 significant bits)."""
+    return np.exp2(np.floor(np.log2(np.maximum(np.abs(np.asarray(ref, np.float64)), 1e-38))) - 7)
 
 
 @pytest.mark.parametrize("layout", sorted(_BF16_LAYOUTS))
@@ -456,6 +459,46 @@ def test_bf16_written_out_gradient_edge_cases_match_autodiff(reduction):
         )
         finite = np.isfinite(gn) & (gn != 0)
         assert _bf16_ulps(gn[finite], np.asarray(g32)[finite]).max(initial=0) <= 0.5 + 2.0**-10
+
+
+@pytest.mark.parametrize("layout", ["2d", "kdim"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_bf16_weight_smoothing_neginf_logit(layout, reduction):
+    """bf16 logits with a class weight, label smoothing and -inf logits: the smoothing
+    term holds w_c * (-inf), so the loss is +inf where the weight is positive and NaN
+    where it is 0 (0 * inf), as in float32 (pinned to torch by the 2d_neginf fixtures)
+    and in torch; the gradient stays finite (p_c = 0 there). The weights are exact in
+    bf16, so the weighted sum's lower split terms are 0 (they gave 0 * -inf = NaN)."""
+    x, t, _, _ = _data(7, n=4, c=5, extra=(3,) if layout == "kdim" else ())
+    x = (x * 3).at[0, 1].set(-jnp.inf).at[2, 3].set(-jnp.inf)  # class 1 / 3 at sample 0 / 2
+    t = t.at[0].set(2).at[2].set(4)
+    xl = x.astype(jnp.bfloat16)
+    w = jnp.array([0.5, 1.0, 2.0, 0.0, 1.5], jnp.float32)  # class 3 weighs 0
+    kw = {"weight": w, "label_smoothing": 0.1, "reduction": reduction}
+    f = lambda x: L.cross_entropy(x, t, **kw)  # noqa: E731
+    v = np.asarray(jax.jit(f)(xl))
+    v_ref = np.asarray(f(xl.astype(jnp.float32)))
+    if reduction == "none":
+        first = v.reshape(4, -1)[:, 0]
+        assert first[0] == np.inf and np.isnan(first[2])  # weight 1 -> inf; weight 0 -> NaN
+        finite = np.isfinite(v_ref)
+        np.testing.assert_array_equal(np.isnan(v), np.isnan(v_ref))
+        np.testing.assert_array_equal(np.isinf(v), np.isinf(v_ref))
+        np.testing.assert_allclose(v[finite], v_ref[finite], rtol=1e-6)
+    else:
+        assert np.isnan(v) and np.isnan(v_ref)  # the NaN sample carries into the total
+        f0 = lambda x: L.cross_entropy(x[:2], t[:2], **kw)  # noqa: E731  (no zero-weight -inf)
+        assert float(jax.jit(f0)(xl)) == np.inf == float(f0(xl.astype(jnp.float32)))
+    g = jax.jit(jax.grad(lambda x: jnp.sum(f(x))))(xl)
+    g_ref = jax.grad(lambda x: jnp.sum(f(x)))(xl.astype(jnp.float32))
+    assert bool(jnp.all(jnp.isfinite(g_ref)))
+    if reduction == "none":  # autodiff: each term rounded apart, as test_low_precision_gradient_...
+        ulp = 2.0**-7
+        np.testing.assert_allclose(np.asarray(g, np.float32), g_ref, rtol=2 * ulp, atol=ulp * float(jnp.max(jnp.abs(g_ref))))
+    else:  # the written-out gradient, rounded once: half an ulp, plus float32 noise where
+        # the smoothing term cancels the softmax term (a few float32 ulps of the largest term)
+        diff = np.abs(np.asarray(g, np.float64) - np.asarray(g_ref, np.float64))
+        assert np.all(diff <= 0.5 * _bf16_spacing(g_ref) + 2.0**-20 * float(jnp.max(jnp.abs(g_ref))))
 
 
 def test_round_to_bf16_is_the_convert():
