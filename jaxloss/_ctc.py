@@ -31,10 +31,12 @@ def _lse(*xs: jax.Array) -> jax.Array:
 
     The max carries no gradient (the result is exactly independent of it at every
     order); the log only ever sees a positive sum, so a state that no path
-    reaches gets a zero (not NaN) gradient at every order.
+    reaches gets a zero (not NaN) gradient at every order. A ``+inf`` max is kept,
+    as in torch's recursion: ``inf - inf`` makes the state NaN (a ``+inf`` log-prob,
+    or a likelihood that overflows).
     """
     m = functools.reduce(jnp.maximum, xs)
-    m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
+    m = jax.lax.stop_gradient(jnp.where(m == _NEG_INF, 0, m))
     s = functools.reduce(jnp.add, [jnp.exp(x - m) for x in xs])
     # "no path" is s == 0 exactly: a NaN log-prob stays NaN (as in torch), not -inf
     dead = s == 0
@@ -67,14 +69,17 @@ def _alpha_init(e0):
 
 
 def _final_loglik(alpha_last, il, L):
-    """log p(target | input) from alpha at t = input_length - 1: states 2L and 2L-1 (if L > 0)."""
+    """log p(target | input) from alpha at t = input_length - 1: states 2L and 2L-1 (if L > 0).
+
+    An empty target reads state 0 alone, as torch does (no log-sum-exp): a likelihood
+    that overflows to ``+inf`` on the last frame gives a loss of ``-inf`` there, and
+    NaN with a target (``inf - inf`` in the log-sum-exp), as in torch."""
     S2 = alpha_last.shape[-1]
     idx_end = jnp.clip(2 * L, 0, S2 - 1)
     idx_lab = jnp.clip(2 * L - 1, 0, S2 - 1)
     a_end = jnp.take_along_axis(alpha_last, idx_end[:, None], axis=1)[:, 0]
     a_lab = jnp.take_along_axis(alpha_last, idx_lab[:, None], axis=1)[:, 0]
-    a_lab = jnp.where(L > 0, a_lab, _NEG_INF)
-    ll = _lse(a_end, a_lab)
+    ll = jnp.where(L > 0, _lse(a_end, a_lab), a_end)
     # No frames: the empty target has probability 1, any other 0.
     return jnp.where(il > 0, ll, jnp.where(L == 0, 0.0, _NEG_INF).astype(ll.dtype))
 
@@ -355,8 +360,10 @@ def ctc_loss(
        ``log_probs`` with ``-inf`` entries (masked classes) before
        ``input_length`` get finite gradients (torch's backward forms
        ``-inf + inf`` there, and ``log_softmax``'s backward spreads the NaN over
-       the frame). The losses agree. Log-probs of ``+inf`` or that overflow
-       (unnormalised input far out of range) give ``-inf`` where torch gives NaN.
+       the frame). The losses agree. Log-probs of ``+inf``, or that overflow
+       (unnormalised input far out of range), give torch's values: NaN where the
+       recursion meets ``inf - inf``, ``-inf`` for an empty target whose
+       likelihood overflows only on the last frame.
 
     .. note::
        torch accepts floating ``targets`` and lengths given as tensors of any

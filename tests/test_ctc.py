@@ -298,7 +298,9 @@ def test_nan_log_prob_on_a_path_gives_nan_and_zero_infinity_keeps_minus_inf():
     lp2[3, 0, 1] = np.nan
     assert np.isfinite(float(jaxloss.ctc_loss(jnp.asarray(lp2), jnp.array([[1]]), (3,), (1,))))
     # zero_infinity replaces +inf only (torch's res == inf): unnormalised log-probs of 3e38 per
-    # frame give a likelihood that overflows to +inf, a loss of -inf, which stays.
+    # frame give an empty target's likelihood that overflows to +inf on the last frame, a loss
+    # of -inf, which stays (torch: -inf; the overflowing_log_probs fixtures pin it, and NaN
+    # where the overflow meets the recursion's log-sum-exp).
     x = jnp.full((2, 1, 3), 3e38, jnp.float32)
     out = jaxloss.ctc_loss(x, jnp.array([[1]]), (2,), (0,), reduction="none", zero_infinity=True)
     assert float(out[0]) == -np.inf
