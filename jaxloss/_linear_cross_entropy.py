@@ -403,7 +403,7 @@ def _fused_sum_jvp(core: _Core, primals, tangents):
     # Exact zeros where no kept target contributes, even under the NaN cotangent of a
     # mean over zero total class weight (torch: 0 there, NaN elsewhere); 0 * NaN would
     # be NaN. The selects are their transposes' masks.
-    kept = None if core.probs else valid[..., None] & ~_is_ignored(ts, core.ignore_index).reshape(valid.shape + (-1,))
+    kept = None if core.probs else valid[..., None] & ~_is_ignored(ts, core.ignore_index).reshape(valid.shape + (core.P,))
     for k, g in grads.items():
         prod = g * pairs[k]
         if kept is not None and k == "x":
