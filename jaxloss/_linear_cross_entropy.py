@@ -227,7 +227,7 @@ def _chunked_losses(core: _Core, xs, W2, b2, cw, eps, ts, valid):
         return carry, chunk(x_c, t_c, v_c, W2, b2, cw, eps)
 
     _, ys = jax.lax.scan(step, None, (xs, ts, valid))
-    return ys.reshape(-1, core.P)
+    return ys.reshape(ys.shape[0] * ys.shape[1], core.P)
 
 
 # --- "fused": value and gradients in one chunked pass, as a custom_jvp ---------------
