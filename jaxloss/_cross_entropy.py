@@ -301,8 +301,13 @@ def _bf16_weighted_class_sum(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
     transpose would round its cotangent to bf16).
     """
     out = _bf16_split_matvec(x, w, ax)
-    plain = lambda: jnp.sum(x.astype(w.dtype) * _class_weight_view(w, x.ndim, ax), axis=ax)  # noqa: E731
-    return jax.lax.cond(jnp.any(jnp.isnan(out)), plain, lambda: out)
+    return jax.lax.cond(jnp.any(jnp.isnan(out)), lambda: _widened_weighted_sum(x, w, ax), lambda: out)
+
+
+def _widened_weighted_sum(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
+    """:math:`\\sum_c w_c x_c` along ``ax`` with ``x`` widened to ``w``'s dtype (materialises
+    the broadcast product: for the rare path and for tangents of ``w``)."""
+    return jnp.sum(x.astype(w.dtype) * _class_weight_view(w, x.ndim, ax), axis=ax)
 
 
 def _bf16_weighted_class_sum_jvp(ax, primals, tangents):
@@ -312,7 +317,7 @@ def _bf16_weighted_class_sum_jvp(ax, primals, tangents):
     if not isinstance(tx, SymbolicZero):
         t = t + _bf16_split_matvec(tx, w, ax)
     if not isinstance(tw, SymbolicZero):
-        t = t + jnp.sum(x.astype(w.dtype) * _class_weight_view(tw, x.ndim, ax), axis=ax)
+        t = t + _widened_weighted_sum(x, tw, ax)
     return out, t
 
 
