@@ -293,11 +293,17 @@ def _backprop_chunk(gW, dz, x_c, W2, need_x: bool):
         # weight-sized buffer).
         Wb = jax.lax.slice_in_dim(W2, 0, n_full * block).reshape(n_full, block, D)
 
+        # The block's first row is unsigned, so that no slice normalises it for negative
+        # values: JAX's partial evaluation hoists the index arithmetic out of the loops,
+        # one array per use, and with three different index arrays XLA could not see
+        # that the gradient's slice and its update are the same rows; it copied the
+        # slice first (8 MiB per block). With one index, reading, adding and writing
+        # the block is one in-place loop (4-5% of the time at N=1024, D=1024, V=131072).
         def body(c, inp):
             i, W_b = inp
             return update(c, i * block, block, W_b), None
 
-        carry, _ = jax.lax.scan(body, carry, (jnp.arange(n_full), Wb))
+        carry, _ = jax.lax.scan(body, carry, (jnp.arange(n_full, dtype=jnp.uint32), Wb))
     if tail:
         carry = update(carry, n_full * block, tail, jax.lax.slice_in_dim(W2, n_full * block, CP))
     return carry
