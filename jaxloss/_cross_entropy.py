@@ -70,21 +70,52 @@ LONG_ROW = 32768
 MIN_PIECE = 4096
 
 
+def _pieces(n: int) -> int | None:
+    """The number of equal pieces a class axis of length ``n`` is reduced in (the smallest
+    that brings them to at most ``LONG_ROW``, if each is still ``MIN_PIECE`` long), or
+    None for one stage."""
+    if n <= LONG_ROW:  # (also C = 0)
+        return None
+    return next((k for k in range(-(-n // LONG_ROW), n // MIN_PIECE + 1) if n % k == 0), None)
+
+
+def _split(v: jax.Array, ax: int, pieces: int) -> jax.Array:
+    """``v`` with axis ``ax`` split into ``(pieces, n // pieces)``; a kept (size 1) axis
+    becomes ``(1, 1)``."""
+    n = v.shape[ax]
+    inner = (pieces, n // pieces) if n > 1 else (1, 1)
+    return v.reshape(v.shape[:ax] + inner + v.shape[ax + 1 :])
+
+
+def _second_stage(reducer, part: jax.Array, ax: int) -> jax.Array:
+    # An optimisation barrier stops XLA from merging the two stages back into one long
+    # reduction; it is differentiable, so every derivative still works.
+    return reducer(jax.lax.optimization_barrier(part), axis=ax, keepdims=True)
+
+
 def _class_reduce(reducer, v: jax.Array, ax: int) -> jax.Array:
     """``reducer(v, axis=ax, keepdims=True)`` (``jnp.sum`` or ``jnp.max``), in two stages when
-    the axis is longer than ``LONG_ROW``: over pieces of at most ``LONG_ROW`` elements (the
-    smallest number of equal pieces that divides it, if each is still ``MIN_PIECE`` long),
-    then over the pieces. An optimisation barrier stops XLA from merging the two back
-    into one long reduction; it is differentiable, so every derivative still works."""
-    n = v.shape[ax]
-    if n <= LONG_ROW:  # (also C = 0)
-        return reducer(v, axis=ax, keepdims=True)
-    pieces = next((k for k in range(-(-n // LONG_ROW), n // MIN_PIECE + 1) if n % k == 0), None)
+    the axis is longer than ``LONG_ROW`` (see ``_pieces``): over the pieces, then over
+    their results."""
+    pieces = _pieces(v.shape[ax])
     if pieces is None:
         return reducer(v, axis=ax, keepdims=True)
-    split = v.reshape(v.shape[:ax] + (pieces, n // pieces) + v.shape[ax + 1 :])
-    part = reducer(split, axis=ax + 1)
-    return reducer(jax.lax.optimization_barrier(part), axis=ax, keepdims=True)
+    return _second_stage(reducer, reducer(_split(v, ax, pieces), axis=ax + 1), ax)
+
+
+def _exp_sum(x: jax.Array, m: jax.Array, ax: int) -> jax.Array:
+    """The sum of ``exp(x - m)`` along ``ax`` (kept), ``x`` widened to ``m``'s dtype (``m`` has
+    the class axis kept), for callers that do not keep the exponentials. On a long class
+    axis they are taken in the split shape, with ``m`` broadcast over the pieces there:
+    taken in the unsplit shape and fused into the reduction of the pieces, XLA:CPU's
+    sum was 3.8x slower (44 against 11.7 ms for a (256, 131072) float32 block). (Where
+    the exponentials are kept, they are written out in ``x``'s shape and reduced by
+    ``_class_reduce``: a gradient written in place of them needs that shape.)"""
+    pieces = _pieces(x.shape[ax])
+    if pieces is None:
+        return jnp.sum(jnp.exp(x.astype(m.dtype) - m), axis=ax, keepdims=True)
+    e = jnp.exp(_split(x, ax, pieces).astype(m.dtype) - _split(m, ax, pieces))
+    return _second_stage(jnp.sum, jnp.sum(e, axis=ax + 1), ax)
 
 
 def _row_max(x: jax.Array, ax: int) -> jax.Array:
@@ -112,7 +143,7 @@ def _log_normaliser(x: jax.Array, ax: int) -> tuple[jax.Array, jax.Array]:
     rule is itself differentiable.
     """
     m = _row_max(x, ax)
-    s = jnp.log(_class_reduce(jnp.sum, jnp.exp(x.astype(m.dtype) - m), ax))
+    s = jnp.log(_exp_sum(x, m, ax))
     return m, s
 
 
@@ -480,7 +511,7 @@ def _bf16_total_jvp(static, primals, tangents):
     C = x.shape[ax]
     m = jax.lax.stop_gradient(_row_max(x, ax))
     cdt = m.dtype
-    s = jnp.log(_class_reduce(jnp.sum, jnp.exp(x.astype(cdt) - m), ax))
+    s = jnp.log(_exp_sum(x, m, ax))
     kw = {"ignore_index": ignore_index, "reduction": reduction, "out_dtype": out_dtype}
     total = _indices_total(x, target, weight, eps, normaliser=(m, s), **kw)
     out = jnp.zeros((), out_dtype)

@@ -56,8 +56,8 @@ from jaxloss._cross_entropy import (
     _class_index_logit_grad,
     _class_index_losses,
     _class_index_weights,
-    _class_reduce,
     _class_weight_view,
+    _exp_sum,
     _holds,
     _is_ignored,
     _probability_losses,
@@ -174,7 +174,7 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
     # (rows, C) buffer in all. m carries no derivative (the losses are exactly
     # shift-invariant), at every order.
     m = jax.lax.stop_gradient(_row_max(z, ax))
-    s = jnp.log(_class_reduce(jnp.sum, jnp.exp(z - m), ax))
+    s = jnp.log(_exp_sum(z, m, ax))
     cdt = s.dtype
     C = core.C
     if core.probs:
