@@ -225,7 +225,10 @@ def _measure_rss_here(impl: str, size: dict[str, Any]) -> dict[str, Any]:
     else:
         import jax
 
-        args = _jax_args(size)
+        # Wait for the host-to-device copies: a copy still in flight keeps its numpy source
+        # (the 512 MiB weight at V=131072) alive, and freeing it during the measured call
+        # made the growth read up to 440 MB low, below the gradient's own size.
+        args = jax.block_until_ready(_jax_args(size))
         _numpy_data.cache_clear()
         compiled = jax.jit(jax.value_and_grad(_jax_fn(impl), argnums=(0, 1))).lower(*args).compile()
 
