@@ -71,10 +71,12 @@ METHODS: tuple[str, ...] = ("auto", "fused", "checkpoint")
 
 # Default chunking, measured on a 2-core AVX-512 CPU (value_and_grad, float32,
 # N=2048, D=1024, V=32768; seconds relative to the best): 128 rows 1.45x, 256 rows
-# 1.32x, 512 and 1024 rows 1.0x, one chunk of 2048 rows 1.26x; at N=1024,
-# V=131072, 512 rows are 0.89x the time of 256 but hold twice the logits. A chunk's logits
-# block is kept near CHUNK_ELEMENTS elements (64 MiB in float32), but never fewer
-# than MIN_CHUNK_ROWS rows, below which the matmuls starve.
+# 1.32x, 512 and 1024 rows 1.0x, one chunk of 2048 rows 1.26x. At N=1024,
+# V=131072 (since the in-place weight-gradient update and the split sums of
+# exponentials), 64 rows take 1.5x the time of 256 rows, 128 rows 1.2x, and 512 rows
+# 1.03x while holding twice the logits. A chunk's logits block is kept near
+# CHUNK_ELEMENTS elements (64 MiB in float32), but never fewer than MIN_CHUNK_ROWS
+# rows, below which the matmuls starve.
 CHUNK_ELEMENTS = 1 << 24
 MIN_CHUNK_ROWS = 256
 
