@@ -445,7 +445,7 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
     if core.probs:
         target = target.astype(cdt)
         denominator = None
-        none_active = N == 0
+        none_active = N * core.P == 0  # no losses at all: the mean is NaN, its gradient 0
     else:
         target = _wide_index(target)  # int32 or wider: int64 indices beyond int32 (x64) stay whole
         # (_class_index_weights also carries the checkify check of the index range.)
@@ -639,7 +639,7 @@ def linear_cross_entropy(
         ignore_index = -100
         # (No trailing unit axis when P == 1: XLA would copy the whole target to give
         # the chunked view of (N, C, 1) its default layout.)
-        t = target.reshape((N, C, P) if P > 1 else (N, C))
+        t = target.reshape((N, C, P) if P != 1 else (N, C))
         floats = (input, linear_weight, linear_bias, weight, target)
     else:
         if jnp.issubdtype(target.dtype, jnp.floating):
