@@ -12,6 +12,7 @@ from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
+from jaxloss._elementwise import times_weight
 from jaxloss._reduction import check_reduction, reduce
 
 # torch's floor under p(1 - p) in the BCE gradient (aten/src/ATen/native/Loss.cpp, EPSILON):
@@ -80,7 +81,7 @@ def _binary_cross_entropy(p, t, weight, *, reduction, out_dtype):
     V.debug_check(jnp.all(ok), "input and target: all elements should be between 0 and 1")
     loss = _bce_terms(p, t)
     if weight is not None:
-        loss = loss * weight.astype(cdt)
+        loss = times_weight(loss, weight)
     # Out of [0, 1] (only possible under jit): NaN, never a finite number.
     loss = jnp.where(ok, loss, jnp.nan)
     return reduce(loss, reduction, dtype=out_dtype)
@@ -169,7 +170,7 @@ def _binary_cross_entropy_with_logits(x, t, weight, pos_weight, *, reduction, ou
         log_sig = log_sig * (1 + (pos_weight.astype(cdt) - 1) * t)
     loss = (1 - t) * x - log_sig
     if weight is not None:
-        loss = loss * weight.astype(cdt)
+        loss = times_weight(loss, weight)
     return reduce(loss, reduction, dtype=out_dtype)
 
 
@@ -197,7 +198,9 @@ def binary_cross_entropy_with_logits(
     Args:
       input: logits :math:`x`, any shape (``()``, ``(N,)``, ``(N, *, C)``), floating.
       target: targets :math:`t` of the input's shape, floating (usually in [0, 1]).
-      weight: optional rescaling weight that broadcasts to the input's shape.
+      weight: optional rescaling weight that broadcasts to the input's shape
+        (floating, integer or bool; a product, so a ``False`` weight on an infinite
+        or NaN loss gives NaN, as in torch).
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
       pos_weight: optional weight of the positive term, broadcast against the input
         from the last dimension: usually ``(C,)``, one per class (the last axis);

@@ -60,3 +60,15 @@ def _exp_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
     e = exp_(x)
     return e, e * t
+
+
+def times_weight(loss: jax.Array, weight: jax.Array) -> jax.Array:
+    """``loss * weight`` as torch computes it, for a weight of any real dtype.
+
+    A bool weight is multiplied too, not selected: XLA rewrites a product with
+    ``convert(bool)`` into a select, which would turn a NaN or infinite loss under
+    a ``False`` weight into 0 (torch's ``nan * 0`` is NaN), and its gradient with it.
+    """
+    if weight.dtype == jnp.bool_:
+        return jnp.where(weight, loss, loss * 0)
+    return loss * weight.astype(loss.dtype)

@@ -78,6 +78,10 @@ def _norm_last(d: jax.Array, p: float) -> jax.Array:
     # masked base keeps the gradient at 0 finite (torch's is 0 there).
     ap = jnp.where(nz, jnp.where(nz, a, 1) ** p, 0 if p > 0 else jnp.inf)
     s = jnp.sum(ap, axis=-1)
+    if p < 0:
+        # A sum of 0 here means every |d|^p underflowed (|d| infinite or huge): the
+        # norm is 0^(1/p) = inf, with torch's NaN gradient (no guard is needed).
+        return s ** (1 / p)
     zero = s == 0
     return jnp.where(zero, 0, jnp.where(zero, 1, s) ** (1 / p))
 

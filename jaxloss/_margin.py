@@ -24,6 +24,7 @@ from jax.typing import ArrayLike
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
 from jaxloss._elementwise import clamp_min0 as _clamp_min0
+from jaxloss._elementwise import times_weight
 from jaxloss._reduction import check_reduction, reduce
 
 
@@ -287,7 +288,7 @@ def _multilabel_soft_margin_loss(x, target, weight, *, reduction, out_dtype):
     t = target.astype(cdt)
     loss = -(t * jax.nn.log_sigmoid(x) + (1 - t) * jax.nn.log_sigmoid(-x))
     if weight is not None:
-        loss = loss * weight.astype(cdt)
+        loss = times_weight(loss, weight)
     C = x.shape[-1]
     loss = jnp.sum(loss, axis=-1) / C
     return reduce(loss, reduction, dtype=out_dtype)
@@ -317,7 +318,9 @@ def multilabel_soft_margin_loss(
       target: ``input``'s shape or one that broadcasts to it; floating or integer,
         usually in :math:`\{0, 1\}`.
       weight: optional, any shape that broadcasts to ``input``'s (usually
-        ``(C,)``); multiplies each class term before the class mean.
+        ``(C,)``), floating, integer or bool; multiplies each class term before
+        the class mean (as a product: a ``False`` weight times an infinite term
+        is NaN, as in torch).
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
 
     Returns:
@@ -346,7 +349,7 @@ def multilabel_soft_margin_loss(
     V.require_broadcastable("target", target.shape, input.shape, context="(the input's shape)")
     if weight is not None:
         weight = V.as_array("weight", weight)
-        _require_real_target("weight", weight, allow_bool=False)
+        _require_real_target("weight", weight, allow_bool=True)
         V.require_broadcastable("weight", weight.shape, input.shape, context="(the input's shape; usually (C,))")
     out_dtype = result_dtype(*_floating(input, target, weight))
     return _multilabel_soft_margin_loss(input, target, weight, reduction=reduction, out_dtype=out_dtype)

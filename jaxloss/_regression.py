@@ -24,6 +24,7 @@ from jax.typing import ArrayLike
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
 from jaxloss._elementwise import abs_ as _abs
+from jaxloss._elementwise import times_weight
 from jaxloss._reduction import check_reduction, reduce
 
 
@@ -79,7 +80,11 @@ def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype, param_checked
         # gradient would be inf * 0 = NaN where torch's is +-delta. A NaN error keeps
         # its NaN gradient, as in torch.
         dq = jnp.where(jnp.isinf(d), jnp.zeros_like(d), d)
-        loss = jnp.where(z < delta, 0.5 * dq * dq, delta * (z - 0.5 * delta))
+        # Likewise the linear branch reads delta as 0 where it is not selected: with
+        # delta = inf its gradient would be inf * 0 = NaN where torch's is d.
+        quad = z < delta
+        dl = jnp.where(quad, jnp.zeros_like(delta), delta)
+        loss = jnp.where(quad, 0.5 * dq * dq, dl * (z - 0.5 * dl))
         if not param_checked:
             # Only a traced delta can be <= 0 here. A concrete one was checked > 0
             # before the cast, and one that underflows to 0 in the compute dtype
@@ -102,7 +107,7 @@ def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype, param_checked
     if weight is None:
         return reduce(loss, reduction, dtype=out_dtype)
     w = weight.astype(cdt)
-    loss = loss * w
+    loss = times_weight(loss, weight)
     if kind == "huber" or reduction != "mean":
         return reduce(loss, reduction, dtype=out_dtype)  # huber's weighted mean divides by numel
     # torch divides plainly by sum(weight): every weight zero gives NaN in the value
@@ -151,7 +156,9 @@ def l1_loss(
       target: broadcastable with ``input`` (torch warns when the shapes differ,
         and so does jaxloss); floating or integer.
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
-      weight: optional per-element weights of exactly ``input``'s shape.
+      weight: optional per-element weights of exactly ``input``'s shape (floating,
+        integer or bool; a product, so a ``False`` weight on a NaN or infinite loss
+        gives NaN, as in torch).
 
     Returns:
       ``"none"``: the broadcast shape of ``input`` and ``target``; otherwise a
@@ -194,7 +201,9 @@ def mse_loss(
       target: broadcastable with ``input`` (torch warns when the shapes differ,
         and so does jaxloss); floating, integer or bool.
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
-      weight: optional per-element weights of exactly ``input``'s shape.
+      weight: optional per-element weights of exactly ``input``'s shape (floating,
+        integer or bool; a product, so a ``False`` weight on a NaN or infinite loss
+        gives NaN, as in torch).
 
     Returns:
       ``"none"``: the broadcast shape of ``input`` and ``target``; otherwise a
@@ -241,7 +250,9 @@ def huber_loss(
         and so does jaxloss); floating, integer or bool.
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
       delta: :math:`\delta > 0`; traced (changing it does not recompile).
-      weight: optional per-element weights of exactly ``input``'s shape.
+      weight: optional per-element weights of exactly ``input``'s shape (floating,
+        integer or bool; a product, so a ``False`` weight on a NaN or infinite loss
+        gives NaN, as in torch).
 
     Returns:
       ``"none"``: the broadcast shape; otherwise a scalar. dtype: ``input``'s
