@@ -12,7 +12,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
-from jaxloss._dtypes import compute_dtype, result_dtype
+from jaxloss._dtypes import compute_dtype, result_dtype, tensor_result_dtype
 from jaxloss._elementwise import exp_ as _exp
 from jaxloss._reduction import check_reduction, reduce
 
@@ -109,7 +109,7 @@ def kl_div(
     check_reduction(reduction, KL_REDUCTIONS)
     log_target = V.require_static_bool("log_target", log_target)
     _check_broadcast_target(target, input)
-    out_dtype = result_dtype(input.dtype, target.dtype)
+    out_dtype = tensor_result_dtype(input, target)  # a 0-d target does not promote: torch's rule
     return _kl_div(input, target, reduction=reduction, log_target=log_target, out_dtype=out_dtype)
 
 
@@ -202,7 +202,7 @@ def poisson_nll_loss(
     full = V.require_static_bool("full", full)
     V.check_scalar("eps", eps)
     _check_broadcast_target(target, input)
-    out_dtype = result_dtype(input.dtype, target.dtype)
+    out_dtype = tensor_result_dtype(input, target)  # a 0-d target does not promote: torch's rule
     return _poisson_nll_loss(input, target, eps, log_input=log_input, full=full, reduction=reduction, out_dtype=out_dtype)
 
 
@@ -339,7 +339,10 @@ def gaussian_nll_loss(
         V.require_broadcastable("var", var_shape, input.shape, context="(the shape of input)")
         V.check_values("var", var, lambda v: ~(v < 0), "has negative entry/entries")
         var_dtype = var.dtype
-    out_dtype = result_dtype(input.dtype, target.dtype, var_dtype)
+    # torch: 0.5 * (log(var) + (input - target) ** 2 / var), var one dimension short
+    # unsqueezed; a 0-d operand does not promote one with dimensions.
+    diff = (tensor_result_dtype(input, target), max(input.ndim, target.ndim))
+    out_dtype = tensor_result_dtype(diff, None if var_dtype is None else (var_dtype, len(var_shape)))
     return _gaussian_nll_loss(
         input, target, var, eps, var_shape=var_shape, full=full, reduction=reduction, out_dtype=out_dtype
     )

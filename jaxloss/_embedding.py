@@ -27,7 +27,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
-from jaxloss._dtypes import compute_dtype, result_dtype
+from jaxloss._dtypes import compute_dtype, result_dtype, tensor_result_dtype
 from jaxloss._elementwise import abs_ as _abs
 from jaxloss._elementwise import clamp_min0 as _clamp_min0
 from jaxloss._elementwise import sgn as _sgn
@@ -181,7 +181,7 @@ def pairwise_distance(
     if shape and shape[-1] == 0 and (p < 0 or math.isinf(p)):
         # torch: "cannot compute the -1 norm on the dimension 1 because this dimension is empty"
         raise ValueError(f"x1: the p={p:g} norm of an empty last axis is undefined (shape {shape})")
-    return _pairwise_distance(x1, x2, eps, p=p, keepdim=keepdim, out_dtype=result_dtype(x1.dtype, x2.dtype))
+    return _pairwise_distance(x1, x2, eps, p=p, keepdim=keepdim, out_dtype=tensor_result_dtype(x1, x2))
 
 
 # ---------------------------------------------------------------- cosine_embedding_loss
@@ -384,7 +384,7 @@ def triplet_margin_loss(
 
 def _default_distance(x1, x2):
     """torch's default: ``pairwise_distance(x1, x2)`` with p=2, eps=1e-6."""
-    out_dtype = result_dtype(x1.dtype, x2.dtype)
+    out_dtype = tensor_result_dtype(x1, x2)
     return _distance(x1, x2, 2.0, 1e-6, compute_dtype(out_dtype)).astype(out_dtype)
 
 

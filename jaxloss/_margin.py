@@ -22,7 +22,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
-from jaxloss._dtypes import compute_dtype, result_dtype
+from jaxloss._dtypes import compute_dtype, result_dtype, tensor_result_dtype
 from jaxloss._elementwise import clamp_min0 as _clamp_min0
 from jaxloss._elementwise import times_weight
 from jaxloss._reduction import check_reduction, reduce
@@ -351,7 +351,10 @@ def multilabel_soft_margin_loss(
         weight = V.as_array("weight", weight)
         _require_real_target("weight", weight, allow_bool=True)
         V.require_broadcastable("weight", weight.shape, input.shape, context="(the input's shape; usually (C,))")
-    out_dtype = result_dtype(*_floating(input, target, weight))
+    # torch: the losses of input and target, times weight; a 0-d target or weight
+    # does not promote an input with dimensions (torch's rule for 0-d tensors).
+    losses = (tensor_result_dtype(input, target), max(input.ndim, target.ndim))
+    out_dtype = tensor_result_dtype(losses, weight)
     return _multilabel_soft_margin_loss(input, target, weight, reduction=reduction, out_dtype=out_dtype)
 
 

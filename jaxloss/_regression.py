@@ -22,7 +22,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
-from jaxloss._dtypes import compute_dtype, result_dtype
+from jaxloss._dtypes import compute_dtype, result_dtype, tensor_result_dtype
 from jaxloss._elementwise import abs_ as _abs
 from jaxloss._elementwise import times_weight
 from jaxloss._reduction import check_reduction, reduce
@@ -120,16 +120,21 @@ def _run(fn, kind, input, target, weight, param, reduction, *, bool_target=True)
     # ``param`` passed check_scalar before _run is called: a concrete value is in range.
     param_checked = param is not None and not V.is_traced(param)
     check_reduction(reduction)
-    input, target, _ = _check_pair(fn, input, target, bool_target=bool_target)
+    input, target, shape = _check_pair(fn, input, target, bool_target=bool_target)
     weight = _check_weight(weight, input)
     wdt = None if weight is None or not jnp.issubdtype(weight.dtype, jnp.floating) else weight.dtype
-    if kind == "huber":
-        # torch's huber kernel writes into an array of the input's dtype (then
-        # the weight, if any, promotes it).
-        out_dtype = result_dtype(input.dtype, wdt)
+    # torch's huber kernel writes into an array of the input's dtype; the others
+    # promote input and target. A weight then multiplies the (broadcast) losses:
+    # a 0-d weight does not promote losses with dimensions (torch's rule for 0-d
+    # tensors), except in l1/mse's weighted "mean", which divides two 0-d sums.
+    tdt = target.dtype if kind != "huber" and jnp.issubdtype(target.dtype, jnp.floating) else None
+    loss_dtype = result_dtype(input.dtype, tdt)
+    if weight is None:
+        out_dtype = loss_dtype
+    elif kind != "huber" and reduction == "mean":
+        out_dtype = result_dtype(loss_dtype, wdt)
     else:
-        tdt = target.dtype if jnp.issubdtype(target.dtype, jnp.floating) else None
-        out_dtype = result_dtype(input.dtype, tdt, wdt)
+        out_dtype = tensor_result_dtype((loss_dtype, len(shape)), (wdt, weight.ndim) if wdt is not None else None)
     return _pointwise(
         input, target, weight, param, kind=kind, reduction=reduction, out_dtype=out_dtype, param_checked=param_checked
     )
