@@ -12,7 +12,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
-from jaxloss._dtypes import compute_dtype, result_dtype, tensor_result_dtype
+from jaxloss._dtypes import compute_dtype, tensor_result_dtype
 from jaxloss._elementwise import exp_ as _exp
 from jaxloss._reduction import check_reduction, reduce
 
