@@ -134,7 +134,7 @@ def _run(fn, kind, input, target, weight, param, reduction, *, bool_target=True)
     elif kind != "huber" and reduction == "mean":
         out_dtype = result_dtype(loss_dtype, wdt)
     else:
-        out_dtype = tensor_result_dtype((loss_dtype, len(shape)), (wdt, weight.ndim) if wdt is not None else None)
+        out_dtype = tensor_result_dtype((loss_dtype, len(shape)), weight)
     return _pointwise(
         input, target, weight, param, kind=kind, reduction=reduction, out_dtype=out_dtype, param_checked=param_checked
     )

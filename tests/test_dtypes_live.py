@@ -11,7 +11,9 @@ compared; jaxloss must accept them too and return torch's dtype.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -118,15 +120,9 @@ def test_output_dtype_follows_torch(fn):
     assert compared >= 3, f"{fn}: torch accepted only {compared} layouts"
 
 
-class _quiet:
+@contextlib.contextmanager
+def _quiet():
     """Silence the broadcasting warnings torch and jaxloss give for a target of another shape."""
-
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
+        yield
