@@ -122,7 +122,7 @@ def _logits(core: _Core, x_c, W2, b2):
 
 
 def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c, finite_cotangent=False):
-    """Per-sample losses ``(rows, P)`` of one chunk, zero on padding rows.
+    """Per-sample losses ``(rows, P)`` of one chunk, zero on masked rows (``valid_c`` false).
 
     ``finite_cotangent``: the losses are differentiated with a finite cotangent
     (the fused path's unit one), which lets the picked-logit gradient avoid a
@@ -132,11 +132,10 @@ def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c, finite_cotangent=
         z = z.reshape(rows, core.C)
         t_c = t_c.reshape((rows, core.C) if core.probs else (rows,))
     if core.probs:
-        # A padding row's logits are the bias (its input row is 0), which may be
-        # infinite: its smoothed targets times -inf log-probabilities would have
-        # infinite partials, and the select below would turn the weight gradient
-        # into 0 * inf = NaN. Zero logits on the padding rows give them finite
-        # partials. (A clamp to per-row bounds would avoid the select's full-shape
+        # A masked row's logits may be infinite: its smoothed targets times -inf
+        # log-probabilities would have infinite partials, and the select below would
+        # turn the weight gradient into 0 * inf = NaN. Zero logits on the masked rows
+        # give them finite partials. (A clamp to per-row bounds would avoid the select's full-shape
         # zeros, but halves the gradient of a -inf logit at the bound.)
         z = jnp.where(valid_c.reshape((rows,) + (1,) * (z.ndim - 1)), z, 0)
         loss = _probability_losses(z, t_c, cw, eps)
@@ -191,7 +190,7 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
         wc = None if cw is None else _class_weight_view(cw.astype(cdt), z.ndim, ax)
         e = None if eps is None else jnp.asarray(eps, cdt)
         q = t_c if e is None else t_c * (1 - e) + e / C
-        # (Padding rows are masked by a product: a select against 0 would bring a
+        # (Masked rows are zeroed by a product: a select against 0 would bring a
         # full-shape zeros buffer that XLA hoists out of the chunk loop.)
         q = q * valid_c.reshape((rows,) + (1,) * (z.ndim - 1)).astype(cdt)
         q = q if wc is None else q * wc
@@ -411,12 +410,15 @@ def _fused_sum_jvp(core: _Core, primals, tangents):
     # Exact zeros where no kept target contributes, even under the NaN cotangent of a
     # mean over zero total class weight (torch: 0 there, NaN elsewhere); 0 * NaN would
     # be NaN. The selects are their transposes' masks.
+    # (A masked row of the last chunk repeats a row of the chunk before it: its tangent is
+    # selected away too, so that its gradient adds an exact zero to that row's.)
     kept = None if core.probs else valid[..., None] & ~_is_ignored(ts, core.ignore_index).reshape(valid.shape + (core.P,))
     for k, g in grads.items():
         prod = g * pairs[k]
-        if kept is not None and k == "x":
+        if k in ("x", "t"):
             # an input row: kept if any of its (K-dimensional) positions is
-            prod = jnp.where(jnp.any(kept, axis=-1)[..., None], prod, 0)
+            row = valid if kept is None else jnp.any(kept, axis=-1)
+            prod = jnp.where(row.reshape(row.shape + (1,) * (prod.ndim - 2)), prod, 0)
         elif kept is not None and k in ("W", "b") and core.P > 1:
             # a weight or bias row (class c, position q) of a K-dimensional weight: kept
             # if some sample keeps position q. (With P = 1 a position no sample keeps
@@ -453,20 +455,34 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
         denominator = jnp.sum(w_t)
         none_active = ~jnp.any(active)
 
-    rows = core.chunk
-    n_chunks = -(-N // rows)
-    pad = n_chunks * rows - N
+    # Chunks of `rows` rows. Where they do not divide N, the last chunk is the last
+    # `rows` rows, overlapping the chunk before it, and the rows it shares with that
+    # chunk are masked (`valid` false, the target ignored or zero). They are real rows:
+    # zero rows padding the last chunk had logits b + 0 * W, NaN wherever W is
+    # infinite, and the NaN reached the weight gradient.
+    rows = max(1, min(core.chunk, N))
+    n_full, tail = divmod(N, rows)
+    n_chunks = n_full + (tail > 0)
+    lead = n_full * rows  # rows before the last, overlapping chunk
+    if tail:
+        x = jnp.concatenate([x[:lead], x[N - rows :]])
+        target = jnp.concatenate([target[:lead], target[N - rows :]])
+    i = jnp.arange(n_chunks * rows)
+    valid = (i < lead) | (i >= lead + rows - tail)
     fill = 0 if core.probs else core.ignore_index
-    xs = jnp.pad(x, ((0, pad), (0, 0))).reshape(n_chunks, rows, D)
-    ts = jnp.pad(target, ((0, pad),) + ((0, 0),) * (target.ndim - 1), constant_values=fill)
+    ts = jnp.where(valid.reshape((-1,) + (1,) * (target.ndim - 1)), target, jnp.asarray(fill, target.dtype))
+    xs = x.reshape(n_chunks, rows, D)
     ts = ts.reshape((n_chunks, rows) + target.shape[1:])
-    valid = (jnp.arange(n_chunks * rows) < N).reshape(n_chunks, rows)
+    valid = valid.reshape(n_chunks, rows)
+
+    def own_rows(a):  # the per-row results of the chunks without the overlap's
+        return jnp.concatenate([a[:lead], a[lead + rows - tail :]]) if tail else a
 
     method = spec.method
     if method == "auto":
         method = "checkpoint" if spec.reduction == "none" else "fused"
     if spec.reduction == "none" or method == "checkpoint":
-        loss = _chunked_losses(core, xs, W2, b2, cw, eps, ts, valid)[:N]
+        loss = own_rows(_chunked_losses(core, xs, W2, b2, cw, eps, ts, valid))
         return reduce(loss, spec.reduction, denominator=denominator, dtype=spec.out_dtype)
     total = _fused_sum(core, xs, W2, b2, cw, eps, ts, valid)
     if denominator is None:  # probability targets: "mean" divides by the number of samples
@@ -534,7 +550,9 @@ def linear_cross_entropy(
         not recompile).
       chunk_size: rows (tokens) per chunk; static. ``None`` picks
         :func:`default_chunk_size` from the shapes (a ``(chunk, C·d_1⋯d_K)``
-        logits block of about 64 MiB in float32, at least 256 rows).
+        logits block of about 64 MiB in float32, at least 256 rows). If it
+        does not divide N, the last chunk is the last ``chunk_size`` rows,
+        its rows shared with the chunk before masked (no row is padded).
       method: ``"auto"`` | ``"fused"`` | ``"checkpoint"`` (see the module
         documentation): ``"fused"`` computes gradients in the forward pass
         (fastest first-order path, forward mode supported); ``"checkpoint"``
@@ -660,11 +678,11 @@ def linear_cross_entropy(
         t = target.reshape(N, P)
         widest = jax.dtypes.canonicalize_dtype(np.int64)
         if not _holds(widest, ignore_index):
-            # No target can equal it (e.g. 2**31 without x64); the padding rows of the
+            # No target can equal it (e.g. 2**31 without x64); the masked rows of the
             # last chunk still need a value marked ignored: the smallest int.
             ignore_index = int(np.iinfo(widest).min)
         if not _holds(t.dtype, ignore_index):
-            # The padding rows are filled with ignore_index: a dtype that holds it.
+            # The masked rows are filled with ignore_index: a dtype that holds it.
             t = t.astype(widest)
         floats = (input, linear_weight, linear_bias, weight)
     out_dtype = result_dtype(*(a.dtype if a is not None else None for a in floats))

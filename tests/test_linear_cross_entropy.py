@@ -37,7 +37,7 @@ def test_fixture_parity_under_jit(case):
     "case", [c for c in case_params("linear_cross_entropy") if c.values[0].dtype == "float64"]
 )
 def test_fixture_parity_in_chunks_of_3(case, method, monkeypatch):
-    """The fixtures have at most 7 rows: chunks of 3 leave a padded last chunk."""
+    """The fixtures have at most 7 rows: chunks of 3 leave a shorter last chunk."""
     monkeypatch.setitem(JAX_ADAPTERS, "linear_cross_entropy", functools.partial(lce, chunk_size=3, method=method))
     assert_parity(case)
 
@@ -149,7 +149,7 @@ def test_fused_logit_gradient_formula(kind, reduction):
     """Only input, weight and bias differentiated: the fused path then uses its written-out
     gradient of the logits (differentiating a class weight, the smoothing or a probability
     target, as the test above does, takes autodiff of the per-sample losses instead).
-    Every combination of class weight and smoothing, ignored rows, padded chunks."""
+    Every combination of class weight and smoothing, ignored rows, a shorter last chunk."""
     with jax.enable_x64(True):
         x, W, b, cw, y = _problem(kind)
         kw = {} if kind == "probs" else {"ignore_index": -100}
@@ -170,6 +170,39 @@ def test_fused_logit_gradient_formula(kind, reduction):
             for got in gots:
                 _assert_tree_close(got, want)
             assert float(jnp.max(jnp.abs(want[1][1]))) > 1e-3, o
+
+
+@pytest.mark.parametrize("kind", ["class", "probs"])
+def test_infinite_weight_entry_in_a_shorter_last_chunk(kind):
+    """A -inf entry of ``linear_weight`` over an input column that is positive on every row:
+    that class's logit is -inf everywhere, and the weight and bias gradients are finite
+    (torch's too: see the ``*_infinite_weight_entry_*`` fixtures). Chunks that do not
+    divide N must not pad the last one: a zero row times -inf is a NaN logit, and it
+    reached the weight gradient. Only input, weight and bias are differentiated, which
+    is the fused path's written-out logit gradient (the fixtures also differentiate a
+    probability target, which takes autodiff instead)."""
+    with jax.enable_x64(True):
+        x, W, b, cw, y = _problem(kind)
+        x = x.at[:, 0].set(jnp.abs(x[:, 0]) + 0.5)
+        W = W.at[0, 0].set(-jnp.inf)
+        if kind == "probs":
+            y = y.at[:, 0].set(0.0)
+            y = y / jnp.sum(y, axis=1, keepdims=True)
+        else:
+            y = jnp.where(y == 0, 1, y)
+
+        def vg(fn, method, reduction):
+            f = lambda W, b: fn(jnp.asarray(x), W, b, y, weight=cw, reduction=reduction, method=method)  # noqa: E731
+            return jax.value_and_grad(f, (0, 1))(W, b)
+
+        for reduction in ("mean", "sum"):
+            want = jax.value_and_grad(lambda W, b: _materialised(x, W, b, y, weight=cw, reduction=reduction), (0, 1))(W, b)
+            assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(want[1]))
+            for c in (4, 5):  # N = 6: a last chunk of 2 rows, of 1 row
+                for method in METHODS:
+                    got = vg(functools.partial(_lce, chunk_size=c), method, reduction)
+                    _assert_tree_close(got[1], want[1])
+                    np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-10)
 
 
 @pytest.mark.parametrize("method", METHODS)
