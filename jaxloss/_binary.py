@@ -160,15 +160,57 @@ def binary_cross_entropy(
     return _binary_cross_entropy(input, target, weight, reduction=reduction, out_dtype=out_dtype)
 
 
+def _bcel_formula(x, t, pw):
+    """Element-wise BCE on logits (``pw``: ``pos_weight`` or None)."""
+    log_sig = jax.nn.log_sigmoid(x)  # -softplus(-x): exact for |x| up to the float range
+    if pw is not None:
+        log_sig = log_sig * (1 + (pw - 1) * t)
+    return (1 - t) * x - log_sig
+
+
+@jax.custom_jvp
+def _bcel_terms(x, t, pw):
+    return _bcel_formula(x, t, pw)
+
+
+def _bcel_terms_jvp(primals, tangents):
+    # torch's derivatives, each one expression: for the input sigmoid(x) - t, or with
+    # pos_weight q (q t + 1 - t) sigmoid(x) - q t; for the target -x, or with q
+    # log_sigmoid(-x) - q log_sigmoid(x). Autodiff of the formula splits them into
+    # terms that an infinite weight multiplies one by one, or that are infinite at
+    # x = -inf (inf - inf = NaN where torch's gradient is +-inf). The pos_weight
+    # derivative (torch has none) is autodiff's. Each is taken only when perturbed (a
+    # zero tangent times an infinite partial would be NaN). Written with jnp ops, so
+    # second derivatives work.
+    x, t, pw = primals
+    dx, dt, dpw = tangents
+    out = _bcel_terms(x, t, pw)
+    tangent = jnp.zeros_like(out)
+    if not isinstance(dx, SymbolicZero):
+        sig = jax.nn.sigmoid(x)
+        if pw is None:
+            g = sig - t
+        else:
+            qt = pw * t
+            g = (qt + 1 - t) * sig - qt
+        tangent = tangent + g * dx
+    if not isinstance(dt, SymbolicZero):
+        g = -x if pw is None else jax.nn.log_sigmoid(-x) - pw * jax.nn.log_sigmoid(x)
+        tangent = tangent + g * dt
+    if pw is not None and not isinstance(dpw, SymbolicZero):
+        tangent = tangent + jax.jvp(lambda q: _bcel_formula(x, t, q), (pw,), (dpw,))[1]
+    return out, tangent
+
+
+_bcel_terms.defjvp(_bcel_terms_jvp, symbolic_zeros=True)
+
+
 @functools.partial(jax.jit, static_argnames=("reduction", "out_dtype"))
 def _binary_cross_entropy_with_logits(x, t, weight, pos_weight, *, reduction, out_dtype):
     cdt = compute_dtype(jnp.promote_types(x.dtype, out_dtype))
     x = x.astype(cdt)
     t = t.astype(cdt)
-    log_sig = jax.nn.log_sigmoid(x)  # -softplus(-x): exact for |x| up to the float range
-    if pos_weight is not None:
-        log_sig = log_sig * (1 + (pos_weight.astype(cdt) - 1) * t)
-    loss = (1 - t) * x - log_sig
+    loss = _bcel_terms(x, t, None if pos_weight is None else pos_weight.astype(cdt))
     if weight is not None:
         loss = times_weight(loss, weight)
     return reduce(loss, reduction, dtype=out_dtype)
@@ -231,9 +273,11 @@ def binary_cross_entropy_with_logits(
        ``weight`` and ``pos_weight`` are differentiable here (torch implements no
        gradient for them). bf16/f16 losses are computed in float32 and rounded
        once, so they differ from torch's by torch's low-precision rounding
-       (jaxloss is the closer to float64). At ``input = -inf`` with a
-       ``pos_weight`` at most 1 both values are NaN; the target gradient is NaN
-       where torch's is ``inf``.
+       (jaxloss is the closer to float64). The input and target gradients are
+       torch's expressions, :math:`w_i((q_i t_i + 1 - t_i)\sigma(x_i) - q_i t_i)` and
+       :math:`w_i(\log\sigma(-x_i) - q_i \log\sigma(x_i))` (:math:`-w_i x_i` without
+       ``pos_weight``), so infinite weights, ``pos_weight`` entries or inputs give
+       torch's infinities and NaNs.
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)
