@@ -410,21 +410,23 @@ def _fused_sum_jvp(core: _Core, primals, tangents):
     # Exact zeros where no kept target contributes, even under the NaN cotangent of a
     # mean over zero total class weight (torch: 0 there, NaN elsewhere); 0 * NaN would
     # be NaN. The selects are their transposes' masks.
-    # (A masked row of the last chunk repeats a row of the chunk before it: its tangent is
-    # selected away too, so that its gradient adds an exact zero to that row's.)
+    # (A masked row of the last chunk repeats a row of the chunk before it behind a
+    # stop_gradient: its tangent is zero, and its product with the gradient, NaN if
+    # the gradient is, is selected away too.)
     kept = None if core.probs else valid[..., None] & ~_is_ignored(ts, core.ignore_index).reshape(valid.shape + (core.P,))
     for k, g in grads.items():
-        prod = g * pairs[k]
         if k in ("x", "t"):
             # an input row: kept if any of its (K-dimensional) positions is
             row = valid if kept is None else jnp.any(kept, axis=-1)
-            prod = jnp.where(row.reshape(row.shape + (1,) * (prod.ndim - 2)), prod, 0)
+            prod = jnp.where(row.reshape(row.shape + (1,) * (g.ndim - 2)), g * pairs[k], 0)
         elif kept is not None and k in ("W", "b") and core.P > 1:
             # a weight or bias row (class c, position q) of a K-dimensional weight: kept
             # if some sample keeps position q. (With P = 1 a position no sample keeps
             # means every target is ignored, and the gradient is zero already.)
             rows = jnp.tile(jnp.any(kept, axis=(0, 1)), core.C)
-            prod = jnp.where(rows.reshape((-1,) + (1,) * (prod.ndim - 1)), prod, 0)
+            prod = jnp.where(rows.reshape((-1,) + (1,) * (g.ndim - 1)), g * pairs[k], 0)
+        else:
+            prod = g * pairs[k]
         out = out + jnp.sum(prod).astype(total.dtype)
     return total, out
 
@@ -457,16 +459,21 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
 
     # Chunks of `rows` rows. Where they do not divide N, the last chunk is the last
     # `rows` rows, overlapping the chunk before it, and the rows it shares with that
-    # chunk are masked (`valid` false, the target ignored or zero). They are real rows:
-    # zero rows padding the last chunk had logits b + 0 * W, NaN wherever W is
+    # chunk are masked (`valid` false, the target ignored or zero) and behind a
+    # stop_gradient, so that nothing of them reaches the rows they repeat (their zero
+    # logit gradient times an infinite weight entry is NaN in dz @ W). They are real
+    # rows: zero rows padding the last chunk had logits b + 0 * W, NaN wherever W is
     # infinite, and the NaN reached the weight gradient.
     rows = max(1, min(core.chunk, N))
     n_full, tail = divmod(N, rows)
     n_chunks = n_full + (tail > 0)
     lead = n_full * rows  # rows before the last, overlapping chunk
+
+    def overlap(a):
+        return jnp.concatenate([a[:lead], jax.lax.stop_gradient(a[N - rows : lead]), a[lead:]])
+
     if tail:
-        x = jnp.concatenate([x[:lead], x[N - rows :]])
-        target = jnp.concatenate([target[:lead], target[N - rows :]])
+        x, target = overlap(x), overlap(target)
     i = jnp.arange(n_chunks * rows)
     valid = (i < lead) | (i >= lead + rows - tail)
     fill = 0 if core.probs else core.ignore_index

@@ -172,37 +172,51 @@ def test_fused_logit_gradient_formula(kind, reduction):
             assert float(jnp.max(jnp.abs(want[1][1]))) > 1e-3, o
 
 
+@pytest.mark.parametrize("mass", [False, True])
 @pytest.mark.parametrize("kind", ["class", "probs"])
-def test_infinite_weight_entry_in_a_shorter_last_chunk(kind):
+def test_infinite_weight_entry_in_a_shorter_last_chunk(kind, mass):
     """A -inf entry of ``linear_weight`` over an input column that is positive on every row:
-    that class's logit is -inf everywhere, and the weight and bias gradients are finite
-    (torch's too: see the ``*_infinite_weight_entry_*`` fixtures). Chunks that do not
-    divide N must not pad the last one: a zero row times -inf is a NaN logit, and it
-    reached the weight gradient. Only input, weight and bias are differentiated, which
+    that class's logit is -inf everywhere. Without target mass on it the weight and bias
+    gradients are finite; with some (smoothing, a positive probability) the input
+    gradient is +inf in that column (torch's: see the ``*_infinite_weight_entry_*``
+    fixtures). Chunks that do not divide N must not pad the last one (a zero row times
+    -inf is a NaN logit, which reached the weight gradient), and the rows it repeats
+    from the chunk before must add nothing to their input gradient (their zero logit
+    gradient times -inf is NaN). Only input, weight and bias are differentiated, which
     is the fused path's written-out logit gradient (the fixtures also differentiate a
     probability target, which takes autodiff instead)."""
     with jax.enable_x64(True):
         x, W, b, cw, y = _problem(kind)
         x = x.at[:, 0].set(jnp.abs(x[:, 0]) + 0.5)
         W = W.at[0, 0].set(-jnp.inf)
-        if kind == "probs":
+        kw = {"weight": cw}
+        if kind == "probs" and not mass:
             y = y.at[:, 0].set(0.0)
             y = y / jnp.sum(y, axis=1, keepdims=True)
-        else:
+        elif kind == "class":
             y = jnp.where(y == 0, 1, y)
+            kw["label_smoothing"] = 0.1 if mass else 0.0
 
-        def vg(fn, method, reduction):
-            f = lambda W, b: fn(jnp.asarray(x), W, b, y, weight=cw, reduction=reduction, method=method)  # noqa: E731
-            return jax.value_and_grad(f, (0, 1))(W, b)
+        for reduction in ("none", "mean", "sum"):
+            def vg(fn):
+                def f(x, W, b):
+                    out = fn(x, W, b, y, reduction=reduction, **kw)
+                    # "none": a non-uniform, positive cotangent (the losses may be inf)
+                    return jnp.sum(out * (1 + jnp.arange(out.size) / 10)) if reduction == "none" else out
 
-        for reduction in ("mean", "sum"):
-            want = jax.value_and_grad(lambda W, b: _materialised(x, W, b, y, weight=cw, reduction=reduction), (0, 1))(W, b)
-            assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(want[1]))
+                return jax.value_and_grad(f, (0, 1, 2))(x, W, b)
+
+            want = vg(_materialised)
+            if mass:  # (the ignored rows' input gradient is 0 times -inf: NaN, as torch's)
+                kept = jnp.ones(y.shape[0], bool) if kind == "probs" else y != -100
+                assert bool(jnp.all(want[1][0][kept, 0] == jnp.inf))
+            else:
+                assert all(bool(jnp.all(jnp.isfinite(g))) for g in want[1][1:])
             for c in (4, 5):  # N = 6: a last chunk of 2 rows, of 1 row
                 for method in METHODS:
-                    got = vg(functools.partial(_lce, chunk_size=c), method, reduction)
-                    _assert_tree_close(got[1], want[1])
+                    got = vg(functools.partial(_lce, chunk_size=c, method=method))
                     np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-10)
+                    _assert_tree_close(got[1], want[1])
 
 
 @pytest.mark.parametrize("method", METHODS)
