@@ -135,8 +135,9 @@ def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c, finite_cotangent=
         # A masked row's logits may be infinite: its smoothed targets times -inf
         # log-probabilities would have infinite partials, and the select below would
         # turn the weight gradient into 0 * inf = NaN. Zero logits on the masked rows
-        # give them finite partials. (A clamp to per-row bounds would avoid the select's full-shape
-        # zeros, but halves the gradient of a -inf logit at the bound.)
+        # give them finite partials. (A clamp to per-row bounds would avoid the
+        # select's full-shape zeros, but halves the gradient of a -inf logit at the
+        # bound.)
         z = jnp.where(valid_c.reshape((rows,) + (1,) * (z.ndim - 1)), z, 0)
         loss = _probability_losses(z, t_c, cw, eps)
     else:
@@ -409,10 +410,10 @@ def _fused_sum_jvp(core: _Core, primals, tangents):
     out = jnp.zeros_like(total)
     # Exact zeros where no kept target contributes, even under the NaN cotangent of a
     # mean over zero total class weight (torch: 0 there, NaN elsewhere); 0 * NaN would
-    # be NaN. The selects are their transposes' masks.
-    # (A masked row of the last chunk repeats a row of the chunk before it behind a
-    # stop_gradient: its tangent is zero, and its product with the gradient, NaN if
-    # the gradient is, is selected away too.)
+    # be NaN. The selects are their transposes' masks. (A masked row of the last chunk
+    # repeats a row of the chunk before it behind a stop_gradient: its tangent is
+    # zero, and its product with the gradient, NaN if the gradient is, is selected
+    # away too.)
     kept = None if core.probs else valid[..., None] & ~_is_ignored(ts, core.ignore_index).reshape(valid.shape + (core.P,))
     for k, g in grads.items():
         if k in ("x", "t"):
