@@ -160,17 +160,13 @@ def binary_cross_entropy(
     return _binary_cross_entropy(input, target, weight, reduction=reduction, out_dtype=out_dtype)
 
 
-def _bcel_formula(x, t, pw):
+@jax.custom_jvp
+def _bcel_terms(x, t, pw):
     """Element-wise BCE on logits (``pw``: ``pos_weight`` or None)."""
     log_sig = jax.nn.log_sigmoid(x)  # -softplus(-x): exact for |x| up to the float range
     if pw is not None:
         log_sig = log_sig * (1 + (pw - 1) * t)
     return (1 - t) * x - log_sig
-
-
-@jax.custom_jvp
-def _bcel_terms(x, t, pw):
-    return _bcel_formula(x, t, pw)
 
 
 def _bcel_terms_jvp(primals, tangents):
@@ -179,9 +175,9 @@ def _bcel_terms_jvp(primals, tangents):
     # log_sigmoid(-x) - q log_sigmoid(x). Autodiff of the formula splits them into
     # terms that an infinite weight multiplies one by one, or that are infinite at
     # x = -inf (inf - inf = NaN where torch's gradient is +-inf). The pos_weight
-    # derivative (torch has none) is autodiff's. Each is taken only when perturbed (a
-    # zero tangent times an infinite partial would be NaN). Written with jnp ops, so
-    # second derivatives work.
+    # derivative (torch has none) is the formula's, -t log_sigmoid(x). Each is taken
+    # only when perturbed (a zero tangent times an infinite partial would be NaN).
+    # Written with jnp ops, so second derivatives work.
     x, t, pw = primals
     dx, dt, dpw = tangents
     out = _bcel_terms(x, t, pw)
@@ -198,7 +194,7 @@ def _bcel_terms_jvp(primals, tangents):
         g = -x if pw is None else jax.nn.log_sigmoid(-x) - pw * jax.nn.log_sigmoid(x)
         tangent = tangent + g * dt
     if pw is not None and not isinstance(dpw, SymbolicZero):
-        tangent = tangent + jax.jvp(lambda q: _bcel_formula(x, t, q), (pw,), (dpw,))[1]
+        tangent = tangent - jax.nn.log_sigmoid(x) * (dpw * t)
     return out, tangent
 
 

@@ -106,14 +106,13 @@ def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype, param_checked
         loss = jnp.where(beta >= 0, loss, jnp.nan)
     if weight is None:
         return reduce(loss, reduction, dtype=out_dtype)
-    w = weight.astype(cdt)
     loss = times_weight(loss, weight)
     if kind == "huber" or reduction != "mean":
         return reduce(loss, reduction, dtype=out_dtype)  # huber's weighted mean divides by numel
     # torch divides plainly by sum(weight): every weight zero gives NaN in the value
     # and in every gradient (0/0), which this reproduces (the helper's denominator
     # guard is for masked losses whose gradient torch keeps finite).
-    return (reduce(loss, "sum") / jnp.sum(w)).astype(out_dtype)
+    return (reduce(loss, "sum") / jnp.sum(weight.astype(cdt))).astype(out_dtype)
 
 
 def _run(fn, kind, input, target, weight, param, reduction, *, bool_target=True):
