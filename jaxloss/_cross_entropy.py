@@ -10,6 +10,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
+from jaxloss import _sharding as S
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
 from jaxloss._reduction import check_reduction, reduce
@@ -50,7 +51,7 @@ def _check_class_weight(weight, num_classes: int) -> jax.Array | None:
     weight = V.as_array("weight", weight)
     V.require_floating("weight", weight)
     V.require_shape("weight", weight, (num_classes,), context=f"(one per class, C={num_classes})")
-    return weight
+    return S.replicate(weight)  # (explicitly sharded: gathered, see _sharding)
 
 
 def _check_indices_in_range(target, num_classes: int, ignore_index: int) -> None:
@@ -202,6 +203,8 @@ def _pick(x: jax.Array, idx: jax.Array, ax: int, finite_cotangent: bool = False)
     non-finite cotangent (a mean over zero total weight) leaves exact zeros off
     the target.
     """
+    if S.is_sharded(x, ax):
+        return S.take(x, idx, ax)
     if x.dtype.itemsize < 4:
         # Gather the bits of a narrow float: XLA would otherwise rewrite
         # convert(gather(x)) as gather(convert(x)) and materialise a float32 copy of
@@ -374,7 +377,7 @@ def _class_index_weights(target, weight, num_classes: int, ignore_index: int, dt
         jnp.all(in_range | ~active), f"target: class index out of range [0, {num_classes}) (and not ignore_index)"
     )
     safe = jnp.where(active & in_range, target, 0)
-    w_t = jnp.ones(target.shape, dtype) if weight is None else weight.astype(dtype)[safe]
+    w_t = jnp.ones(target.shape, dtype) if weight is None else S.take_rows(weight.astype(dtype), safe)
     return active, in_range, safe, jnp.where(active, w_t, 0)
 
 
@@ -618,6 +621,12 @@ def cross_entropy(
       axis (``()`` for a ``(C,)`` input); ``"mean"`` and ``"sum"``: a scalar. The
       dtype is torch's: the promoted floating dtype of ``input``, ``weight`` and
       probability targets (bf16 in, bf16 out).
+
+    Sharded inputs: ``input`` may be sharded along the batch and along the
+    classes, also with explicit shardings (a mesh of ``AxisType.Explicit`` axes):
+    the picked logit of class-sharded logits is a one-hot masked sum, so the
+    logits are never gathered; a sharded ``weight`` is replicated. See the README,
+    "Sharded inputs".
 
     Raises:
       TypeError: ``input`` not floating; ``target`` of the wrong kind (floating

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxloss import _sharding as S
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
 from jaxloss._reduction import check_reduction, reduce
@@ -195,9 +196,10 @@ def _padded_labels(targets, tl, *, concatenated: bool, width: int, blank: int, C
     if width == 0:
         labels = jnp.zeros((N, 0), jnp.int32)
     elif concatenated:
-        offsets = jnp.cumsum(tl) - tl
+        # (the cumulative sum runs over the whole batch: an explicitly sharded tl is gathered)
+        offsets = jnp.cumsum(S.replicate(tl)) - tl
         idx = jnp.clip(offsets[:, None] + pos, 0, max(targets.shape[0] - 1, 0))
-        labels = targets[idx] if targets.shape[0] > 0 else jnp.zeros((N, width), targets.dtype)
+        labels = S.take_rows(targets, idx) if targets.shape[0] > 0 else jnp.zeros((N, width), targets.dtype)
     else:
         labels = targets[:, :width]
     in_range = (labels >= 0) & (labels < C) & (labels != blank)
@@ -221,10 +223,13 @@ def _ctc_loss(
     tl = target_lengths.reshape(N).astype(jnp.int32)
     concatenated = targets.ndim == 1
     labels, bad_label = _padded_labels(targets, tl, concatenated=concatenated, width=width, blank=blank, C=C)
-    ext = jnp.full((N, 2 * width + 1), blank, jnp.int32).at[:, 1::2].set(labels)
+    # (blank, l_1, blank, ..., l_S, blank), built from arrays shaped like the batch (no
+    # scatter into fresh zeros), so that it keeps an explicitly sharded batch's sharding.
+    ends = jnp.full_like(tl[:, None], blank)
+    ext = jnp.concatenate([jnp.stack([jnp.full_like(labels, blank), labels], axis=2).reshape(N, 2 * width), ends], 1)
     # torch's rule: s -> s+2 is allowed when the extended labels differ (never for blanks).
-    skip = jnp.zeros(ext.shape, bool).at[:, 2:].set(ext[:, 2:] != ext[:, :-2])
-    e = lp[:, jnp.arange(N)[:, None], ext]  # (T, N, 2S+1)
+    skip = jnp.concatenate([jnp.zeros_like(ext[:, :2], bool), ext[:, 2:] != ext[:, :-2]], axis=1)
+    e = jnp.take_along_axis(lp, ext[None], axis=2)  # (T, N, 2S+1)
     loglik = (_ctc_loglik_autodiff if autodiff else _ctc_loglik)(e, skip, il, tl, zero_infinity)
     nll = -loglik
     if zero_infinity:  # torch zeroes +inf only

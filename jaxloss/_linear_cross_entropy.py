@@ -49,6 +49,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
+from jaxloss import _sharding as S
 from jaxloss import _validation as V
 from jaxloss._cross_entropy import (
     _check_class_weight,
@@ -575,6 +576,11 @@ def linear_cross_entropy(
       promoted floating dtype of the floating arguments (bf16 in, bf16 out);
       the math runs in at least float32.
 
+    Sharded inputs: arrays with an explicit sharding (a mesh of
+    ``AxisType.Explicit`` axes) are replicated before the chunk loop, so every
+    device computes the whole loss; their gradients keep their shardings. The
+    chunks are not partitioned across devices (see the README, "Sharded inputs").
+
     Raises:
       TypeError: an argument of the wrong kind (floating class indices, integer
         probabilities, non-floating input/weights, a non-int ``chunk_size``).
@@ -697,15 +703,18 @@ def linear_cross_entropy(
     smoothing = None if (isinstance(label_smoothing, (int, float)) and label_smoothing == 0) else label_smoothing
     chunk = chunk_size if chunk_size is not None else default_chunk_size(N, C * P)
     spec = _Spec(_Core(probs, C, P, ignore_index, chunk), reduction, method, out_dtype)
-    out = _linear_cross_entropy(
+    # Explicitly sharded arrays are replicated first (all-gathered; their gradients come
+    # back with their own shardings): the chunk loop needs whole rows and whole
+    # vocabulary blocks. See the README, "Sharded inputs".
+    args = (
         input.reshape(N, D),
         linear_weight.reshape(C * P, D),
         None if linear_bias is None else linear_bias.reshape(C * P),
         weight,
         t,
         smoothing,
-        spec=spec,
     )
+    out = _linear_cross_entropy(*(S.replicate(a) if isinstance(a, jax.Array) else a for a in args), spec=spec)
     if reduction == "none":
         out = out.reshape(class_shape)
     return out

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxloss import _sharding as S
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype, tensor_result_dtype
 from jaxloss._elementwise import clamp_min0 as _clamp_min0
@@ -385,7 +386,8 @@ def _multi_margin_loss(x, target, weight, margin, *, p, reduction, out_dtype):
     cdt = compute_dtype(out_dtype)
     nframe, C = (x.shape[0], x.shape[1]) if x.ndim == 2 else (1, x.size)
     out_shape = target.shape
-    x = x.astype(cdt).reshape(nframe, C)
+    # An explicitly class-sharded x is gathered along the classes (see _sharding).
+    x = S.replicate_axis(x.astype(cdt).reshape(nframe, C), 1)
     t = _as_index(target).reshape(nframe)
     in_range = (t >= 0) & (t < C)
     safe = jnp.where(in_range, t, 0).astype(jnp.int32)
@@ -395,7 +397,7 @@ def _multi_margin_loss(x, target, weight, margin, *, p, reduction, out_dtype):
     if p == 2:
         h = h * h
     if weight is not None:
-        h = h * weight.astype(cdt)[safe][:, None]
+        h = h * S.take_rows(weight.astype(cdt), safe)[:, None]
     h = jnp.where(jnp.arange(C)[None, :] == safe[:, None], jnp.zeros_like(h), h)
     loss = jnp.sum(h, axis=1) / C
     V.debug_check(jnp.all(in_range), f"target: class index out of range [0, {C})")
@@ -514,8 +516,10 @@ def _multilabel_hinge_sums(x: jax.Array, t: jax.Array, with_grad: bool):
     first_end = jnp.where(jnp.any(is_end, axis=1), jnp.argmax(is_end, axis=1), C)
     active = jnp.arange(C)[None, :] < first_end[:, None]
     safe = jnp.where(active & (t >= 0) & (t < C), t, 0)
-    rows = jnp.broadcast_to(jnp.arange(n)[:, None], (n, C))
-    listed = jnp.zeros((n, C), jnp.int32).at[rows, safe].add(active.astype(jnp.int32)) > 0
+    # A scatter per row (vmapped), into zeros shaped like the row: arrays built from the
+    # batch keep an explicitly sharded batch's sharding (see the README, sharded inputs).
+    scatter_row = lambda s, a: jnp.zeros((C,), jnp.int32).at[s].add(a)  # noqa: E731
+    listed = jax.vmap(scatter_row)(safe, active.astype(jnp.int32)) > 0
     pad = ((0, 0), (0, blocks * B - C))
     act = jnp.pad(active, pad)
     slot_class = jnp.pad(safe, pad)
@@ -538,7 +542,7 @@ def _multilabel_hinge_sums(x: jax.Array, t: jax.Array, with_grad: bool):
         return k + 1, total, g
 
     longest = jnp.max(first_end, initial=0)
-    init = (jnp.zeros((), jnp.int32), jnp.zeros((n,), x.dtype), jnp.zeros((n, C), x.dtype) if with_grad else None)
+    init = (jnp.zeros((), jnp.int32), jnp.zeros_like(x[:, 0]), jnp.zeros_like(x) if with_grad else None)
     _, total, g = jax.lax.while_loop(lambda c: c[0] * B < longest, body, init)
     return total, g
 
@@ -570,8 +574,9 @@ def _multilabel_margin_loss(x, target, *, reduction, out_dtype):
     cdt = compute_dtype(out_dtype)
     batched = x.ndim == 2
     nframe, C = (x.shape[0], x.shape[1]) if batched else (1, x.size)
-    x = x.astype(cdt).reshape(nframe, C)
-    t = _as_index(target).reshape(nframe, C)
+    # Explicitly class-sharded inputs are gathered along the classes (see _sharding).
+    x = S.replicate_axis(x.astype(cdt).reshape(nframe, C), 1)
+    t = S.replicate_axis(_as_index(target).reshape(nframe, C), 1)
     in_range = jnp.all((t >= -1) & (t < C), axis=1)
     loss = _multilabel_hinge(x, t) / C
     V.debug_check(jnp.all(in_range), f"target: labels must be in [-1, {C})")
