@@ -204,7 +204,9 @@ def _pick(x: jax.Array, idx: jax.Array, ax: int, finite_cotangent: bool = False)
     the target.
     """
     if S.is_sharded(x, ax):
-        return S.take(x, idx, ax)
+        # Explicitly sharded along the classes: the masked sum of the tangent below, a
+        # reduction across the shards (a gather would need every shard's slice of x).
+        return jnp.sum(jnp.where(_one_hot(idx, x.shape[ax], x.ndim, ax), x, jnp.zeros((), x.dtype)), axis=ax)
     if x.dtype.itemsize < 4:
         # Gather the bits of a narrow float: XLA would otherwise rewrite
         # convert(gather(x)) as gather(convert(x)) and materialise a float32 copy of

@@ -714,7 +714,7 @@ def linear_cross_entropy(
         t,
         smoothing,
     )
-    out = _linear_cross_entropy(*(S.replicate(a) if isinstance(a, jax.Array) else a for a in args), spec=spec)
+    out = _linear_cross_entropy(*map(S.replicate, args), spec=spec)
     if reduction == "none":
         out = out.reshape(class_shape)
     return out

@@ -4,7 +4,8 @@ Under an explicit mesh an array's sharding is part of its type, and JAX refuses
 operations whose result sharding it cannot infer without collectives: a gather or
 a scatter along a sharded axis, a scatter into fresh (unsharded) zeros, slices of a
 sharded axis that the mesh does not divide. The losses route those few operations
-through the helpers below, which do nothing unless an axis is explicitly sharded.
+through the helpers below, which do nothing unless an axis is explicitly sharded
+(cross_entropy's picked logit has its own branch, in ``_pick``).
 With ``Auto`` axes (or none) the compiler partitions everything itself, and arrays
 carry no sharding in their type.
 """
@@ -12,7 +13,6 @@ carry no sharding in their type.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 
@@ -31,33 +31,23 @@ def is_sharded(x, axis: int) -> bool:
     return spec is not None and axis < len(spec) and spec[axis] is not None
 
 
+def _reshard(x: jax.Array, *spec) -> jax.Array:
+    return jax.sharding.reshard(x, NamedSharding(x.aval.sharding.mesh, PartitionSpec(*spec)))
+
+
 def replicate_axis(x: jax.Array, axis: int) -> jax.Array:
     """``x`` with ``axis`` unsharded (an all-gather along it); ``x`` itself if it was not sharded."""
     if not is_sharded(x, axis):
         return x
     spec = list(_spec(x)) + [None] * (x.ndim - len(_spec(x)))
     spec[axis] = None
-    return jax.sharding.reshard(x, NamedSharding(x.aval.sharding.mesh, PartitionSpec(*spec)))
+    return _reshard(x, *spec)
 
 
 def replicate(x):
-    """``x`` with no axis sharded (None stays None)."""
-    if x is None or _spec(x) is None:
-        return x
-    return jax.sharding.reshard(x, NamedSharding(x.aval.sharding.mesh, PartitionSpec()))
-
-
-def take(x: jax.Array, idx: jax.Array, axis: int) -> jax.Array:
-    """``x`` at index ``idx`` along ``axis`` (``idx`` has ``x``'s shape without ``axis``;
-    every index in range). A gather; where ``axis`` is explicitly sharded, a one-hot
-    masked sum instead, whose reduction over the sharded axis is an all-reduce of the
-    result (a gather would need every shard's slice of ``x``)."""
-    if not is_sharded(x, axis):
-        return jnp.take_along_axis(x, jnp.expand_dims(idx, axis), axis=axis).squeeze(axis)
-    shape = [1] * x.ndim
-    shape[axis] = x.shape[axis]
-    hit = jnp.arange(x.shape[axis], dtype=jnp.int32).reshape(shape) == jnp.expand_dims(idx.astype(jnp.int32), axis)
-    return jnp.sum(jnp.where(hit, x, jnp.zeros((), x.dtype)), axis=axis, dtype=x.dtype)
+    """``x`` with no axis sharded; anything without an explicit sharding (None, a
+    Python scalar, an unsharded array) is returned as it is."""
+    return x if _spec(x) is None else _reshard(x)
 
 
 def take_rows(table: jax.Array, idx: jax.Array) -> jax.Array:
