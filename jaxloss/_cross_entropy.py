@@ -314,11 +314,17 @@ def _bf16_split_matvec(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
     one bf16 mat-vec accumulating in float32, against ``w`` split into three bf16
     terms (hi + mid + lo equals ``w`` to float32 precision: bf16 has float32's
     exponent range). Linear in ``x``. A zero term (any ``w_c`` that bf16 holds
-    exactly) times an infinite ``x_c`` is NaN: see :func:`_bf16_weighted_class_sum`."""
+    exactly) times an infinite ``x_c`` is NaN: see :func:`_bf16_weighted_class_sum`.
+
+    Each term is rounded with ``reduce_precision``, not by a round trip through bf16:
+    XLA on GPU drops float32 -> bf16 -> float32 conversion pairs (its excess-precision
+    simplification), which made the remainders zero and the sum bf16-accurate."""
+    info = jnp.finfo(x.dtype)
     terms = []
     for _ in range(3):
-        terms.append(w.astype(x.dtype))
-        w = w - terms[-1].astype(w.dtype)
+        term = jax.lax.reduce_precision(w, exponent_bits=info.nexp, mantissa_bits=info.nmant)
+        terms.append(term.astype(x.dtype))  # exact: the term is a bf16 value
+        w = w - term
     prod = jax.lax.dot_general(x, jnp.stack(terms, axis=1), (((ax,), (0,)), ((), ())), preferred_element_type=w.dtype)
     return jnp.sum(prod, axis=-1)
 
