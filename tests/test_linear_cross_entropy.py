@@ -6,6 +6,7 @@ import functools
 
 import chex
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -484,6 +485,84 @@ def test_bad_input():
         lce(x, W, y.at[0].set(7))
     with pytest.raises(ValueError, match=r"target: class indices must be in \[0, 5\)"):
         lce(x, W, y.at[0].set(-5))  # a negative index other than ignore_index
+
+
+def _dot_precisions(closed):
+    """The ``precision`` of every matrix-matrix dot_general in a jaxpr and the jaxprs
+    inside it. (Mat-vecs against the class weight, which cross_entropy's smoothing
+    term takes at "highest" precision on purpose, are left out.)"""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general" and min(v.aval.ndim for v in eqn.invars) >= 2:
+                found.append(eqn.params["precision"])
+            for v in eqn.params.values():
+                for sub in v if isinstance(v, (tuple, list)) else (v,):
+                    if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                        walk(sub.jaxpr)
+                    elif isinstance(sub, jax.extend.core.Jaxpr):
+                        walk(sub)
+
+    walk(closed.jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", ["class", "kdim", "probs"])
+def test_precision_reaches_every_matmul(kind, method):
+    """``precision`` is used by every matmul of the value, the gradients, forward mode,
+    a Hessian-vector product and vmap(grad); ``None`` follows JAX's default (the test
+    session sets it to "highest": conftest.py)."""
+    x, W, b, cw, y = _problem(kind)
+    args = (x, W, b, cw, jnp.float32(0.2))
+    tans = _tangents(args)
+
+    def programs(**kw):
+        def f(x, W, b, cw, eps):
+            out = lce(x, W, y, linear_bias=b, weight=cw, label_smoothing=eps, chunk_size=4, method=method, **kw)
+            return jnp.sum(out)
+
+        g = jax.grad(f, argnums=(0, 1, 2, 3, 4))
+        yield jax.make_jaxpr(f)(*args)
+        yield jax.make_jaxpr(g)(*args)
+        yield jax.make_jaxpr(lambda a, t: jax.jvp(f, a, t))(args, tans)
+        yield jax.make_jaxpr(lambda a, t: jax.jvp(lambda *a: g(*a), a, t))(args, tans)  # forward-over-reverse
+        yield jax.make_jaxpr(jax.vmap(lambda x: g(x, *args[1:])))(x[None].repeat(2, 0))
+
+    for given, want in [
+        ("tensorfloat32", jax.lax.Precision.HIGH),
+        (jax.lax.Precision.DEFAULT, jax.lax.Precision.DEFAULT),
+        (None, jax.lax.Precision.HIGHEST),  # the session's default
+    ]:
+        for closed in programs(precision=given):
+            found = _dot_precisions(closed)
+            assert found, "no matmul found"
+            assert set(found) == {(want, want)}, (given, set(found))
+    with jax.default_matmul_precision("bfloat16"):
+        found = [p for c in programs() for p in _dot_precisions(c)]
+    assert set(found) == {(jax.lax.Precision.DEFAULT,) * 2}
+
+
+def test_precision_values_agree_on_cpu():
+    """On CPU every precision is full float32: the same numbers."""
+    x, W, b, cw, y = _problem("class")
+
+    def f(p):
+        return jax.value_and_grad(lambda x, W: lce(x, W, y, linear_bias=b, precision=p), argnums=(0, 1))(x, W)
+
+    _assert_tree_close(f(None), f("highest"), rtol=0)
+    _assert_tree_close(f(None), f(("default", jax.lax.Precision.HIGHEST)), rtol=0)
+
+
+def test_bad_precision():
+    x, W, b, cw, y = _problem("class")
+    with pytest.raises(ValueError, match=r"precision: expected one of 'default', .* got 'fp32'"):
+        lce(x, W, y, precision="fp32")
+    with pytest.raises(TypeError, match=r"precision: expected None, a jax.lax.Precision .* got int 32"):
+        lce(x, W, y, precision=32)
+    with pytest.raises(ValueError, match=r"precision: a sequence must hold two precisions"):
+        lce(x, W, y, precision=("highest",))
 
 
 def test_out_of_range_index_inside_jit_is_nan_and_checkify_reports_it():
