@@ -318,7 +318,7 @@ def _backprop_chunk(gW, dz, x_c, W2, need_x: bool, precision):
             gx = gx + _dot(dz_b, W_b, ((1,), (0,)), precision)
         return gW, gx
 
-    carry = (gW, jnp.zeros((rows, D), dz.dtype) if need_x else None)
+    carry = (gW, S.zeros_like(dz, shape=(rows, D)) if need_x else None)
     if n_full == 1:
         carry = update(carry, 0, block, jax.lax.slice_in_dim(W2, 0, block))
     elif n_full > 1:
@@ -391,15 +391,16 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
                 acc[k] = carry[k] + dwrt[k]
         return acc, (gx, dwrt.get("t"))
 
-    init = {"s": jnp.zeros((), xs.dtype)}
+    # (S.zeros_like: accumulators keep an explicit mesh in their type, see _sharding.)
+    init = {"s": S.zeros_like(xs, shape=())}
     if need.W:
-        init["W"] = jnp.zeros_like(W2)
+        init["W"] = S.zeros_like(W2)
     if need.b:
-        init["b"] = jnp.zeros_like(b2)
+        init["b"] = S.zeros_like(b2)
     if need.cw:
-        init["cw"] = jnp.zeros_like(cw)
+        init["cw"] = S.zeros_like(cw)
     if need.eps:
-        init["eps"] = jnp.zeros_like(eps)
+        init["eps"] = S.zeros_like(eps)
     acc, (gx, gt) = jax.lax.scan(step, init, (xs, ts, valid))
     grads = {k: v for k, v in acc.items() if k != "s"}
     if need.x:
@@ -418,7 +419,7 @@ def _fused_sum(core: _Core, xs, W2, b2, cw, eps, ts, valid):
         z = _logits(core, x_c, W2, b2)
         return total + jnp.sum(_losses_from_logits(core, z, cw, eps, t_c, v_c)), None
 
-    total, _ = jax.lax.scan(step, jnp.zeros((), xs.dtype), (xs, ts, valid))
+    total, _ = jax.lax.scan(step, S.zeros_like(xs, shape=()), (xs, ts, valid))
     return total
 
 

@@ -13,6 +13,7 @@ carry no sharding in their type.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 
@@ -23,6 +24,28 @@ def _spec(x):
     if spec is None or all(s is None for s in spec):
         return None
     return spec
+
+
+def _explicit_mesh(x):
+    """The (abstract) mesh in ``x``'s type, or None (no mesh: no explicit axes in play)."""
+    mesh = getattr(getattr(getattr(x, "aval", None), "sharding", None), "mesh", None)
+    return None if mesh is None or getattr(mesh, "empty", True) else mesh
+
+
+def zeros_like(x, shape=None, dtype=None) -> jax.Array:
+    """``jnp.zeros_like(x, dtype, shape)``, typed on ``x``'s explicit mesh if it has one.
+
+    JAX 0.11 gives a replicated array on an explicit mesh zeros of no mesh (with or
+    without ``out_sharding``), and a ``dynamic_update_slice`` then refuses to write a
+    value computed from ``x`` into them (seen with jax 0.11.2; 0.10.2 kept the mesh).
+    There the zeros are a select against a constant predicate, which keeps ``x``'s
+    type and which XLA folds to zeros. Accumulators that loops update are made here."""
+    if _explicit_mesh(x) is None:
+        return jnp.zeros_like(x, dtype=dtype, shape=shape)
+    z = jnp.where(False, x, jnp.zeros((), x.dtype)).astype(dtype or x.dtype)
+    if shape is None or tuple(shape) == z.shape:
+        return z
+    return jnp.broadcast_to(jnp.sum(z), shape)  # replicated, on the mesh
 
 
 def is_sharded(x, axis: int) -> bool:
