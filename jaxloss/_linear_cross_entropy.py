@@ -118,11 +118,15 @@ def _dot(a, b, contract, precision):
 _PRECISIONS = ", ".join(repr(p) for p in ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32"))
 
 
+# (Dot algorithms arrived in jax 0.4.36; older versions take precisions only.)
+_ALGORITHMS = tuple(getattr(jax.lax, n) for n in ("DotAlgorithm", "DotAlgorithmPreset") if hasattr(jax.lax, n))
+
+
 def _check_precision(precision):
     """``precision`` as ``jax.lax.dot_general`` takes it (hashable: a jit static):
     ``None``, a ``jax.lax.Precision`` or its name, a pair of those (one per operand),
     or a ``jax.lax.DotAlgorithm``/``DotAlgorithmPreset``."""
-    if precision is None or isinstance(precision, (jax.lax.DotAlgorithm, jax.lax.DotAlgorithmPreset)):
+    if precision is None or isinstance(precision, _ALGORITHMS):
         return precision
 
     def one(p):
@@ -627,9 +631,10 @@ def linear_cross_entropy(
 
     Raises:
       TypeError: an argument of the wrong kind (floating class indices, integer
-        probabilities, non-floating input/weights, a non-int ``chunk_size``).
+        probabilities, non-floating input/weights, a non-int ``chunk_size``, a
+        ``precision`` that is not a precision).
       ValueError: shapes that do not fit (as torch rejects them), an unknown
-        ``reduction``/``method``, ``label_smoothing`` outside [0, 1],
+        ``reduction``/``method``/``precision`` name, ``label_smoothing`` outside [0, 1],
         ``ignore_index`` with probability targets, or (concrete arrays) a class
         index out of range.
 
