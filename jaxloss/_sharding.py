@@ -17,19 +17,23 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 
+def _type_sharding(x):
+    """The sharding in ``x``'s type (None for non-arrays and arrays without one)."""
+    return getattr(getattr(x, "aval", None), "sharding", None)
+
+
 def _spec(x):
     """The explicit ``PartitionSpec`` of ``x``'s type, or None (no explicit axes)."""
-    sharding = getattr(getattr(x, "aval", None), "sharding", None)
-    spec = getattr(sharding, "spec", None)
+    spec = getattr(_type_sharding(x), "spec", None)
     if spec is None or all(s is None for s in spec):
         return None
     return spec
 
 
-def _explicit_mesh(x):
-    """The (abstract) mesh in ``x``'s type, or None (no mesh: no explicit axes in play)."""
-    mesh = getattr(getattr(getattr(x, "aval", None), "sharding", None), "mesh", None)
-    return None if mesh is None or getattr(mesh, "empty", True) else mesh
+def _on_mesh(x) -> bool:
+    """Whether ``x``'s type is on a (non-empty) mesh, sharded or replicated."""
+    mesh = getattr(_type_sharding(x), "mesh", None)
+    return mesh is not None and not getattr(mesh, "empty", True)
 
 
 def zeros_like(x, shape=None, dtype=None) -> jax.Array:
@@ -40,7 +44,7 @@ def zeros_like(x, shape=None, dtype=None) -> jax.Array:
     value computed from ``x`` into them (seen with jax 0.11.2; 0.10.2 kept the mesh).
     There the zeros are a select against a constant predicate, which keeps ``x``'s
     type and which XLA folds to zeros. Accumulators that loops update are made here."""
-    if _explicit_mesh(x) is None:
+    if not _on_mesh(x):
         return jnp.zeros_like(x, dtype=dtype, shape=shape)
     z = jnp.where(False, x, jnp.zeros((), x.dtype)).astype(dtype or x.dtype)
     if shape is None or tuple(shape) == z.shape:
