@@ -368,7 +368,10 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
             s, dz = _loss_and_logit_grad(core, z, cw, eps, t_c, v_c)
             return s, dz, (jnp.sum(dz, axis=0) if need.b else None), {}
         fixed = {"cw": cw, "eps": eps, "t": t_c}
-        wrt = {k: fixed[k] for k in ("cw", "eps", "t") if getattr(need, k)}
+        # (Varying with the rows inside the per-device loop over sharded rows: the vjp
+        # of a value used unchanged on every device would sum its gradient across them,
+        # and the per-device gradients are summed once, by shard_map's transpose.)
+        wrt = S.vary_like({k: fixed[k] for k in ("cw", "eps", "t") if getattr(need, k)}, x_c, t_c)
 
         def total(z, wrt):
             a = {**fixed, **wrt}
@@ -405,6 +408,8 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
         init["cw"] = S.zeros_like(cw)
     if need.eps:
         init["eps"] = S.zeros_like(eps)
+    # (Inside the per-device loop over sharded rows they vary with the rows.)
+    init = S.vary_like(init, xs, ts)
     acc, (gx, gt) = jax.lax.scan(step, init, (xs, ts, valid))
     grads = {k: v for k, v in acc.items() if k != "s"}
     if need.x:
@@ -495,6 +500,46 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
         denominator = jnp.sum(w_t)
         none_active = ~jnp.any(active)
 
+    method = spec.method
+    if method == "auto":
+        method = "checkpoint" if spec.reduction == "none" else "fused"
+    per_row = spec.reduction == "none" or method == "checkpoint"
+    run = chunked = functools.partial(_chunked, core=core, per_row=per_row)
+    axes = S.row_axes(x)
+    if axes is not None:
+        # Rows explicitly sharded: each device runs the chunk loop over its own rows,
+        # with the (replicated) weights, and the sums meet in one psum. The weights'
+        # gradients are summed across the devices by shard_map's transpose.
+        mesh = S.mesh_of(x)
+        rows, whole = jax.sharding.PartitionSpec(axes), jax.sharding.PartitionSpec()
+        target = S.shard_rows(target, axes, mesh)
+
+        def local(x, W2, b2, cw, target, eps):
+            out = chunked(x, W2, b2, cw, target, eps)
+            return out if per_row else jax.lax.psum(out, axes)
+
+        run = jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(rows, whole, whole, whole, rows, whole),
+            out_specs=rows if per_row else whole,
+        )
+    out = run(x, W2, b2, cw, target, eps)
+    if per_row:
+        return reduce(out, spec.reduction, denominator=denominator, dtype=spec.out_dtype)
+    if denominator is None:  # probability targets: "mean" divides by the number of samples
+        denominator = jnp.asarray(N * core.P, cdt)
+    # Every target ignored: torch's NaN mean has a zero gradient. reduce() sends a
+    # NaN cotangent to the sum then, which must not meet the (zero) gradients.
+    # (Targets kept with zero total class weight get torch's NaN gradient.)
+    total = jnp.where(none_active, jax.lax.stop_gradient(out), out)
+    return reduce(total, spec.reduction, denominator=denominator, dtype=spec.out_dtype)
+
+
+def _chunked(x, W2, b2, cw, target, eps, *, core: _Core, per_row: bool):
+    """The chunk loop over ``x``'s rows: per-row losses ``(N, P)`` (``per_row``: the
+    checkpoint method) or the sum of the losses (the fused method)."""
+    N, D = x.shape
     # Chunks of `rows` rows. Where they do not divide N, the last chunk is the last
     # `rows` rows, overlapping the chunk before it, and the rows it shares with that
     # chunk are masked (`valid` false, the target ignored or zero) and behind a
@@ -523,20 +568,9 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
     def own_rows(a):  # the per-row results of the chunks without the overlap's
         return jnp.concatenate([a[:lead], a[lead + rows - tail :]]) if tail else a
 
-    method = spec.method
-    if method == "auto":
-        method = "checkpoint" if spec.reduction == "none" else "fused"
-    if spec.reduction == "none" or method == "checkpoint":
-        loss = own_rows(_chunked_losses(core, xs, W2, b2, cw, eps, ts, valid))
-        return reduce(loss, spec.reduction, denominator=denominator, dtype=spec.out_dtype)
-    total = _fused_sum(core, xs, W2, b2, cw, eps, ts, valid)
-    if denominator is None:  # probability targets: "mean" divides by the number of samples
-        denominator = jnp.asarray(N * core.P, cdt)
-    # Every target ignored: torch's NaN mean has a zero gradient. reduce() sends a
-    # NaN cotangent to the sum then, which must not meet the (zero) gradients.
-    # (Targets kept with zero total class weight get torch's NaN gradient.)
-    total = jnp.where(none_active, jax.lax.stop_gradient(total), total)
-    return reduce(total, spec.reduction, denominator=denominator, dtype=spec.out_dtype)
+    if per_row:
+        return own_rows(_chunked_losses(core, xs, W2, b2, cw, eps, ts, valid))
+    return _fused_sum(core, xs, W2, b2, cw, eps, ts, valid)
 
 
 def linear_cross_entropy(
@@ -624,10 +658,15 @@ def linear_cross_entropy(
       promoted floating dtype of the floating arguments (bf16 in, bf16 out);
       the math runs in at least float32.
 
-    Sharded inputs: arrays with an explicit sharding (a mesh of
-    ``AxisType.Explicit`` axes) are replicated before the chunk loop, so every
-    device computes the whole loss; their gradients keep their shardings. The
-    chunks are not partitioned across devices (see the README, "Sharded inputs").
+    Sharded inputs (a mesh of ``AxisType.Explicit`` axes): where ``input``'s
+    rows are sharded (and the mesh divides them), each device runs the chunk
+    loop over its own rows and the sums meet in one ``psum`` (data-parallel:
+    the weight gradient is summed across the devices); the rows are never
+    gathered. ``linear_weight``, ``linear_bias`` and ``weight`` are replicated
+    first (a weight sharded along the vocabulary is all-gathered), as is
+    everything when the rows are not sharded. With ``Auto`` axes the compiler
+    decides, and gathers the rows. The gradients keep their inputs'
+    shardings. See the README, "Sharded inputs".
 
     Raises:
       TypeError: an argument of the wrong kind (floating class indices, integer
@@ -754,17 +793,16 @@ def linear_cross_entropy(
     chunk = chunk_size if chunk_size is not None else default_chunk_size(N, C * P)
     spec = _Spec(_Core(probs, C, P, ignore_index, chunk, precision), reduction, method, out_dtype)
     # Explicitly sharded arrays are replicated first (all-gathered; their gradients come
-    # back with their own shardings): the chunk loop needs whole rows and whole
-    # vocabulary blocks. See the README, "Sharded inputs".
-    args = (
-        input.reshape(N, D),
-        linear_weight.reshape(C * P, D),
-        None if linear_bias is None else linear_bias.reshape(C * P),
-        weight,
-        t,
-        smoothing,
-    )
-    out = _linear_cross_entropy(*map(S.replicate, args), spec=spec)
+    # back with their own shardings), except the input's rows: a chunk loop runs on each
+    # device over its rows (in _linear_cross_entropy). The loop needs whole vocabulary
+    # blocks. See the README, "Sharded inputs".
+    x = S.keep_rows(input.reshape(N, D))
+    rows = S.row_axes(x)
+    W2 = S.replicate(linear_weight.reshape(C * P, D))
+    b2 = None if linear_bias is None else S.replicate(linear_bias.reshape(C * P))
+    cw, eps = S.replicate(weight), S.replicate(smoothing)
+    t = S.replicate(t) if rows is None else S.shard_rows(t, rows, S.mesh_of(x))
+    out = _linear_cross_entropy(x, W2, b2, cw, t, eps, spec=spec)
     if reduction == "none":
         out = out.reshape(class_shape)
     return out

@@ -52,6 +52,31 @@ def zeros_like(x, shape=None, dtype=None) -> jax.Array:
     return jnp.broadcast_to(jnp.sum(z), shape)  # replicated, on the mesh
 
 
+def _vma(x) -> frozenset:
+    """The manual mesh axes that ``x`` varies over inside ``shard_map`` (empty elsewhere).
+    (``aval.mat.varying`` in jax 0.10 and later, ``aval.vma`` before.)"""
+    aval = getattr(x, "aval", None)
+    mat = getattr(aval, "mat", None)
+    return frozenset(getattr(mat, "varying", None) or getattr(aval, "vma", None) or ())
+
+
+def vary_like(tree, *likes):
+    """``tree``'s arrays typed as varying over every manual axis that ``likes`` vary over.
+
+    Inside ``shard_map`` a loop's carry must keep its type: an accumulator started
+    from zeros (invariant) that adds values computed from per-device rows (varying)
+    must start varying. Outside ``shard_map`` this returns ``tree`` unchanged."""
+    axes = frozenset().union(*map(_vma, jax.tree.leaves(likes)))
+    if not axes:
+        return tree
+
+    def one(a):
+        missing = tuple(sorted(axes - _vma(a)))
+        return jax.lax.pcast(a, missing, to="varying") if missing else a
+
+    return jax.tree.map(one, tree)
+
+
 def is_sharded(x, axis: int) -> bool:
     """Whether ``axis`` of ``x`` is explicitly sharded."""
     spec = _spec(x)
@@ -75,6 +100,44 @@ def replicate(x):
     """``x`` with no axis sharded; anything without an explicit sharding (None, a
     Python scalar, an unsharded array) is returned as it is."""
     return x if _spec(x) is None else _reshard(x)
+
+
+def mesh_of(x):
+    """The mesh in ``x``'s type (an abstract mesh under ``jit``)."""
+    return _type_sharding(x).mesh
+
+
+def row_axes(x):
+    """The mesh axes that ``x``'s axis 0 is explicitly sharded over, or None (also when
+    they do not divide it, which a per-device loop over whole rows needs)."""
+    if not is_sharded(x, 0):
+        return None
+    axes = _spec(x)[0]
+    names = axes if isinstance(axes, tuple) else (axes,)
+    shards = 1
+    for name in names:
+        shards *= mesh_of(x).shape[name]
+    return axes if x.shape[0] % shards == 0 else None
+
+
+def keep_rows(x):
+    """``x`` with only its axis 0 (rows) left sharded, and only where :func:`row_axes`
+    allows a per-device loop over them; otherwise :func:`replicate`."""
+    axes = row_axes(x)
+    if axes is None:
+        return replicate(x)
+    spec = _spec(x)
+    if spec[0] == axes and all(s is None for s in spec[1:]):
+        return x
+    return _reshard(x, axes)
+
+
+def shard_rows(x, axes, mesh):
+    """``x`` with axis 0 sharded over ``axes`` of ``mesh`` and nothing else sharded."""
+    spec = _spec(x)
+    if spec is not None and spec[0] == axes and all(s is None for s in spec[1:]):
+        return x
+    return jax.sharding.reshard(x, NamedSharding(mesh, PartitionSpec(axes)))
 
 
 def take_rows(table: jax.Array, idx: jax.Array) -> jax.Array:

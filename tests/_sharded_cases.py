@@ -3,8 +3,8 @@
 ``python -m tests._sharded_cases OUT.json`` runs each case twice per mesh kind (``Auto``
 and ``Explicit`` axes, a 2 x 2 mesh ``("data", "model")``): ``jax.jit(value_and_grad)``
 on plain arrays, then on the same arrays placed with the case's shardings, and writes
-per case whether it ran, the largest differences of the values and gradients, and the
-gradients' shardings. The XLA flag that simulates the devices must be set before JAX
+per case whether it ran, the largest differences of the values and gradients, the
+gradients' shardings, and how many all-gathers the sharded program has. The XLA flag that simulates the devices must be set before JAX
 starts its backend, hence a separate process.
 """
 
@@ -102,6 +102,41 @@ def cases():
             [f32(N, D), f32(8, D), np.abs(f32(8)), y % 8],
             [row, cls, cls, row],
         ),
+        # rows sharded (explicit axes: a chunk loop per device over its own rows)
+        "linear_cross_entropy_rows_probs": (
+            lambda a, w, bias, t, eps: J.linear_cross_entropy(
+                a, w, t, linear_bias=bias, label_smoothing=eps, chunk_size=3
+            ),
+            [f32(N, D), f32(C, D), f32(C), probs, np.float32(0.2)],
+            [row, P(), P(), row, P()],
+        ),
+        "linear_cross_entropy_rows_kdim_sum": (
+            lambda a, w, bias, cw, b: J.linear_cross_entropy(
+                a, w, b, linear_bias=bias, weight=cw, ignore_index=2, reduction="sum", chunk_size=3
+            ),
+            [f32(N, D), f32(C, 2, D), f32(C, 2), np.abs(f32(C)), rng.integers(0, C, (N, 2))],
+            [row, P(), P(), P(), row],
+        ),
+        "linear_cross_entropy_rows_checkpoint": (
+            lambda a, w, cw, b: J.linear_cross_entropy(a, w, b, weight=cw, method="checkpoint", chunk_size=3),
+            [f32(N, D), f32(C, D), np.abs(f32(C)), y],
+            [row, P(), P(), row],
+        ),
+        "linear_cross_entropy_rows_all_devices": (
+            lambda a, w, b: J.linear_cross_entropy(a, w, b, label_smoothing=0.1, chunk_size=3),
+            [f32(N, D), f32(C, D), y],
+            [P(("data", "model")), P(), P()],
+        ),
+        "linear_cross_entropy_rows_jvp": (
+            # forward mode inside, reverse mode over it: a Hessian-vector product
+            lambda a, w, b: jax.jvp(
+                lambda a: J.linear_cross_entropy(a, w, b, weight=jnp.arange(1.0, C + 1), chunk_size=3),
+                (a,),
+                (jnp.cos(a),),
+            )[1],
+            [f32(N, D), f32(C, D), y],
+            [row, P(), row],
+        ),
         "linear_cross_entropy_none": (
             lambda a, w, b: J.linear_cross_entropy(a, w, b, reduction="none", chunk_size=3).sum(),
             [f32(N, D), f32(8, D), y % 8],
@@ -196,6 +231,7 @@ def run(kind: str) -> dict:
                 "dg": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(g0, g1)),
                 "grad_specs": [spec_str(g.sharding) for g in g1],
                 "input_specs": [spec_str(placed[i].sharding) for i in diff],
+                "all_gathers": f.lower(*placed).compile().as_text().count(" all-gather"),
             }
         except Exception as e:  # reported per case by the test
             out[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}

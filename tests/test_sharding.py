@@ -4,7 +4,8 @@ For each case of ``tests/_sharded_cases.py``, on a 2 x 2 mesh of ``Auto`` axes a
 ``Explicit`` axes (where shardings are part of the types and JAX rejects gathers and
 scatters whose result sharding it cannot infer): the value and gradients on sharded
 inputs equal those on plain arrays (which the fixture tests compare with torch), and
-with explicit axes each gradient has its input's sharding.
+with explicit axes each gradient has its input's sharding, and linear_cross_entropy on
+row-sharded input gathers nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ from tests import _sharded_cases
 ROOT = Path(__file__).resolve().parents[1]
 # float32, sharded against unsharded: only the order of the reductions differs.
 RTOL = 1e-5
+# Only the rows (and targets) are sharded in these, the rest is replicated: with explicit
+# axes each device loops over its own rows and nothing is gathered (the weight gradient
+# is summed across the devices instead).
+ROW_PARTITIONED = (
+    "linear_cross_entropy_rows",
+    "linear_cross_entropy_rows_probs",
+    "linear_cross_entropy_rows_kdim_sum",
+    "linear_cross_entropy_rows_checkpoint",
+    "linear_cross_entropy_rows_all_devices",
+    "linear_cross_entropy_rows_jvp",
+)
 
 
 def test_every_public_loss_has_a_sharded_case():
@@ -52,4 +64,7 @@ def test_every_loss_on_sharded_inputs(tmp_path):
             # With Auto axes the compiler picks the gradients' shardings.
             if kind == "Explicit" and r["grad_specs"] != r["input_specs"]:
                 failures.append(f"{where}: gradient shardings {r['grad_specs']}, inputs {r['input_specs']}")
+            if kind == "Explicit" and name in ROW_PARTITIONED and r["all_gathers"]:
+                failures.append(f"{where}: {r['all_gathers']} all-gathers; the rows should stay on their devices")
     assert not failures, "\n".join(failures)
+
