@@ -13,7 +13,14 @@ import pytest
 from jax.experimental import checkify
 
 import jaxloss
-from jaxloss._linear_cross_entropy import CHUNK_ELEMENTS, MIN_CHUNK_ROWS, default_chunk_size
+from jaxloss import _linear_cross_entropy as lce_module
+from jaxloss._linear_cross_entropy import (
+    CHUNK_ELEMENTS,
+    GPU_CHUNK_ELEMENTS,
+    GPU_MIN_CHUNK_ROWS,
+    MIN_CHUNK_ROWS,
+    default_chunk_size,
+)
 from tests import _checks
 from tests._fixtures import JAX_ADAPTERS, assert_parity, case_params, load_cases
 
@@ -487,25 +494,31 @@ def test_bad_input():
         lce(x, W, y.at[0].set(-5))  # a negative index other than ignore_index
 
 
+def _equations(closed):
+    """Every equation of a jaxpr and of the jaxprs inside it."""
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            yield eqn
+            for v in eqn.params.values():
+                for sub in v if isinstance(v, (tuple, list)) else (v,):
+                    if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                        yield from walk(sub.jaxpr)
+                    elif isinstance(sub, jax.extend.core.Jaxpr):
+                        yield from walk(sub)
+
+    return list(walk(closed.jaxpr))
+
+
 def _dot_precisions(closed):
     """The ``precision`` of every matrix-matrix dot_general in a jaxpr and the jaxprs
     inside it. (Mat-vecs against the class weight, which cross_entropy's smoothing
     term takes at "highest" precision on purpose, are left out.)"""
-    found = []
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general" and min(v.aval.ndim for v in eqn.invars) >= 2:
-                found.append(eqn.params["precision"])
-            for v in eqn.params.values():
-                for sub in v if isinstance(v, (tuple, list)) else (v,):
-                    if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                        walk(sub.jaxpr)
-                    elif isinstance(sub, jax.extend.core.Jaxpr):
-                        walk(sub)
-
-    walk(closed.jaxpr)
-    return found
+    return [
+        e.params["precision"]
+        for e in _equations(closed)
+        if e.primitive.name == "dot_general" and min(v.aval.ndim for v in e.invars) >= 2
+    ]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -660,3 +673,35 @@ def test_fused_working_memory_is_one_chunk_of_logits():
         )
         temp = f.lower(*shapes).compile().memory_analysis().temp_size_in_bytes
         assert temp < 2 * rows * V * 4, (kw, temp)
+
+
+def test_default_chunk_size_on_gpus():
+    # Larger blocks on GPUs (measured on an H100, see GPU_CHUNK_ELEMENTS); the CPU rule elsewhere.
+    assert default_chunk_size(1 << 20, 32768, "cpu") == CHUNK_ELEMENTS // 32768 == 512
+    assert default_chunk_size(1 << 20, 32768, "tpu") == 512
+    for gpu in ("gpu", "cuda", "rocm"):
+        assert default_chunk_size(1 << 20, 32768, gpu) == GPU_CHUNK_ELEMENTS // 32768 == 4096
+        assert default_chunk_size(1 << 20, 1 << 20, gpu) == GPU_MIN_CHUNK_ROWS
+        assert default_chunk_size(100, 32768, gpu) == 100
+
+
+def _scan_lengths(fn, *args):
+    """The lengths of the scans in ``fn``'s jaxpr (the number of chunks)."""
+    return {e.params["length"] for e in _equations(jax.make_jaxpr(fn)(*args)) if e.primitive.name == "scan"}
+
+
+def test_default_chunk_size_follows_the_platform(monkeypatch):
+    # 4096 rows of 32768 logits: 8 chunks of 512 rows on a CPU, one chunk on a GPU.
+    x, W, y = jnp.zeros((4096, 2)), jnp.zeros((32768, 2)), jnp.zeros(4096, jnp.int32)
+
+    def loss(x):
+        return jaxloss.linear_cross_entropy(x, W, y)
+
+    assert _scan_lengths(loss, x) == {8}
+    # Under tracing the platform is the default backend's. (A new function: make_jaxpr
+    # caches traces by function.)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert _scan_lengths(lambda x: loss(x), x) == {1}
+    # A placed array's is its device's.
+    assert lce_module._platform(x) == "cpu"
+    assert lce_module._platform(jax.ShapeDtypeStruct((2,), jnp.float32)) == "gpu"
