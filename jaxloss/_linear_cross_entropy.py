@@ -143,8 +143,9 @@ class _Spec(NamedTuple):
     out_dtype: np.dtype
 
 
-def _dot(a, b, contract, precision):
-    return jax.lax.dot_general(a, b, (contract, ((), ())), precision=precision, preferred_element_type=a.dtype)
+def _dot(a, b, contract, precision, out_sharding=None):
+    kw = {} if out_sharding is None else {"out_sharding": out_sharding}
+    return jax.lax.dot_general(a, b, (contract, ((), ())), precision=precision, preferred_element_type=a.dtype, **kw)
 
 
 _PRECISIONS = ", ".join(repr(p) for p in ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32"))
@@ -286,7 +287,7 @@ def _value_first(loss, valid_c, lse):
 
 
 def _chunked_losses(core: _Core, xs, W2, b2, cw, eps, ts, valid):
-    """Per-sample losses ``(n_chunks * chunk, P)``; each chunk's logits are rematerialised."""
+    """Per-sample losses ``(n_chunks, chunk, P)``; each chunk's logits are rematerialised."""
 
     @functools.partial(jax.checkpoint, prevent_cse=False)
     def chunk(x_c, t_c, v_c, W2, b2, cw, eps):
@@ -297,7 +298,7 @@ def _chunked_losses(core: _Core, xs, W2, b2, cw, eps, ts, valid):
         return carry, chunk(x_c, t_c, v_c, W2, b2, cw, eps)
 
     _, ys = jax.lax.scan(step, None, (xs, ts, valid))
-    return ys.reshape(ys.shape[0] * ys.shape[1], core.P)
+    return ys.reshape(ys.shape[:2] + (core.P,))
 
 
 # --- "fused": value and gradients in one chunked pass, as a custom_jvp ---------------
@@ -341,6 +342,17 @@ def _backprop_chunk(gW, dz, x_c, W2, need_x: bool, precision):
     """
     CP, D = W2.shape
     rows = dz.shape[0]
+    # Explicitly sharded rows or classes: the products over them are sums across the
+    # devices, and their results take the sharding of what they are added to.
+    w_sharding = S.sharding_of(W2) or S.replicated_on_mesh_of(x_c) if S.is_sharded(x_c, 0) else None
+    if S.is_sharded(W2, 0):
+        # A vocabulary-sharded weight: whole products (its row blocks would be slices
+        # of a sharded axis); the weight gradient's update is a temporary of the
+        # weight's (per-device) size.
+        gx = _dot(dz, W2, ((1,), (0,)), precision, S.sharding_of(x_c)) if need_x else None
+        if gW is not None:
+            gW = gW + _dot(dz, x_c, ((0,), (0,)), precision, w_sharding)
+        return gW, gx
     block = _weight_block(CP, D)
     n_full, tail = divmod(CP, block)
 
@@ -348,7 +360,7 @@ def _backprop_chunk(gW, dz, x_c, W2, need_x: bool, precision):
         gW, gx = carry
         dz_b = jax.lax.dynamic_slice_in_dim(dz, lo, size, axis=1)
         if gW is not None:
-            upd = _dot(dz_b, x_c, ((0,), (0,)), precision)
+            upd = _dot(dz_b, x_c, ((0,), (0,)), precision, w_sharding)
             gW = jax.lax.dynamic_update_slice_in_dim(gW, jax.lax.dynamic_slice_in_dim(gW, lo, size) + upd, lo, 0)
         if gx is not None:
             gx = gx + _dot(dz_b, W_b, ((1,), (0,)), precision)
@@ -400,10 +412,7 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
             s, dz = _loss_and_logit_grad(core, z, cw, eps, t_c, v_c)
             return s, dz, (jnp.sum(dz, axis=0) if need.b else None), {}
         fixed = {"cw": cw, "eps": eps, "t": t_c}
-        # (Varying with the rows inside the per-device loop over sharded rows: the vjp
-        # of a value used unchanged on every device would sum its gradient across them,
-        # and the per-device gradients are summed once, by shard_map's transpose.)
-        wrt = S.vary_like({k: fixed[k] for k in ("cw", "eps", "t") if getattr(need, k)}, x_c, t_c)
+        wrt = {k: fixed[k] for k in ("cw", "eps", "t") if getattr(need, k)}
 
         def total(z, wrt):
             a = {**fixed, **wrt}
@@ -440,8 +449,6 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
         init["cw"] = S.zeros_like(cw)
     if need.eps:
         init["eps"] = S.zeros_like(eps)
-    # (Inside the per-device loop over sharded rows they vary with the rows.)
-    init = S.vary_like(init, xs, ts)
     acc, (gx, gt) = jax.lax.scan(step, init, (xs, ts, valid))
     grads = {k: v for k, v in acc.items() if k != "s"}
     if need.x:
@@ -536,27 +543,36 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
     if method == "auto":
         method = "checkpoint" if spec.reduction == "none" else "fused"
     per_row = spec.reduction == "none" or method == "checkpoint"
-    run = chunked = functools.partial(_chunked, core=core, per_row=per_row)
-    axes = S.row_axes(x)
-    if axes is not None:
-        # Rows explicitly sharded: each device runs the chunk loop over its own rows,
-        # with the (replicated) weights, and the sums meet in one psum. The weights'
-        # gradients are summed across the devices by shard_map's transpose.
-        mesh = S.mesh_of(x)
+    shards = S.row_shards(x)
+    if shards > 1 and not S.is_sharded(W2, 0):
+        # Rows explicitly sharded, the weight whole: each device runs the chunk loop over
+        # its own rows inside a shard_map, and the sums meet in one psum after it (the
+        # weight's gradient is summed across the devices once, by shard_map's transpose;
+        # under sharding propagation it was all-reduced in every chunk).
+        axes = S.row_axes(x)
         rows, whole = jax.sharding.PartitionSpec(axes), jax.sharding.PartitionSpec()
-        target = S.shard_rows(target, axes, mesh)
+        b2, cw = S.replicate(b2), S.replicate(cw)
 
         def local(x, W2, b2, cw, target, eps):
-            out = chunked(x, W2, b2, cw, target, eps)
+            # Typed as varying with the rows, so that autodiff sums their gradients
+            # across the devices once, here, and not in every chunk of its loops.
+            W2, b2, cw, eps = S.vary_like((W2, b2, cw, eps), x)
+            out = _chunked(x, W2, b2, cw, target, eps, core=core, per_row=per_row)
             return out if per_row else jax.lax.psum(out, axes)
 
-        run = jax.shard_map(
+        out = jax.shard_map(
             local,
-            mesh=mesh,
+            mesh=S.mesh_of(x),
             in_specs=(rows, whole, whole, whole, rows, whole),
             out_specs=rows if per_row else whole,
-        )
-    out = run(x, W2, b2, cw, target, eps)
+        )(x, W2, b2, cw, target, eps)
+    else:
+        # Otherwise one chunk loop under sharding propagation. With a weight sharded
+        # along the vocabulary (and rows sharded or not) the logits are sharded along
+        # the classes, their max and sum of exponentials are reductions across the
+        # shards, and sharded rows are laid out so that each device computes its own
+        # rows of every chunk (see _chunked).
+        out = _chunked(x, W2, b2, cw, target, eps, core=core, per_row=per_row, shards=shards)
     if per_row:
         return reduce(out, spec.reduction, denominator=denominator, dtype=spec.out_dtype)
     if denominator is None:  # probability targets: "mean" divides by the number of samples
@@ -568,41 +584,69 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
     return reduce(total, spec.reduction, denominator=denominator, dtype=spec.out_dtype)
 
 
-def _chunked(x, W2, b2, cw, target, eps, *, core: _Core, per_row: bool):
+def _chunked(x, W2, b2, cw, target, eps, *, core: _Core, per_row: bool, shards: int = 1):
     """The chunk loop over ``x``'s rows: per-row losses ``(N, P)`` (``per_row``: the
-    checkpoint method) or the sum of the losses (the fused method)."""
+    checkpoint method) or the sum of the losses (the fused method).
+
+    ``x``'s rows are in ``shards`` equal blocks, one per device where they are
+    explicitly sharded. Each chunk takes ``rows`` rows of every block, so that
+    under explicit sharding every device computes its own rows' part of every
+    chunk and nothing is gathered; ``rows`` is at most ``core.chunk``.
+    """
     N, D = x.shape
-    # Chunks of `rows` rows. Where they do not divide N, the last chunk is the last
-    # `rows` rows, overlapping the chunk before it, and the rows it shares with that
-    # chunk are masked (`valid` false, the target ignored or zero) and behind a
-    # stop_gradient, so that nothing of them reaches the rows they repeat (their zero
-    # logit gradient times an infinite weight entry is NaN in dz @ W). They are real
-    # rows: zero rows padding the last chunk had logits b + 0 * W, NaN wherever W is
-    # infinite, and the NaN reached the weight gradient.
-    rows = max(1, min(core.chunk, N))
-    n_full, tail = divmod(N, rows)
+    n = N // shards  # rows per block
+    # Chunks of `rows` rows per block. Where they do not divide the block, its last
+    # chunk is its last `rows` rows, overlapping the chunk before it, and the rows it
+    # shares with that chunk are masked (`valid` false, the target ignored or zero)
+    # and behind a stop_gradient, so that nothing of them reaches the rows they
+    # repeat (their zero logit gradient times an infinite weight entry is NaN in
+    # dz @ W). They are real rows: zero rows padding the last chunk had logits
+    # b + 0 * W, NaN wherever W is infinite, and the NaN reached the weight gradient.
+    rows = max(1, min(core.chunk, n))
+    n_full, tail = divmod(n, rows)
     n_chunks = n_full + (tail > 0)
-    lead = n_full * rows  # rows before the last, overlapping chunk
+    lead = n_full * rows  # rows of a block before its last, overlapping chunk
+
+    # Blocks are a leading axis (of `shards`) where there are several; with one, the
+    # rows stay one axis (a unit axis changed XLA's code for the overlap's gradient).
+    ax = 1 if shards > 1 else 0  # the axis of a block's rows
+
+    def blocks(a):  # (N, ...) -> (shards, n, ...)
+        return a.reshape((shards, n) + a.shape[1:]) if shards > 1 else a
+
+    def take(a, lo, hi):  # rows lo:hi of every block
+        return jax.lax.slice_in_dim(a, lo, hi, axis=ax)
 
     def overlap(a):
-        return jnp.concatenate([a[:lead], jax.lax.stop_gradient(a[N - rows : lead]), a[lead:]])
+        return jnp.concatenate([take(a, 0, lead), jax.lax.stop_gradient(take(a, n - rows, lead)), take(a, lead, n)], ax)
 
+    def chunks(a):  # (shards, n_chunks * rows, ...) -> (n_chunks, shards * rows, ...)
+        if shards == 1:
+            return a.reshape((n_chunks, rows) + a.shape[1:])
+        a = jnp.moveaxis(a.reshape((shards, n_chunks, rows) + a.shape[2:]), 1, 0)
+        return a.reshape((n_chunks, shards * rows) + a.shape[3:])
+
+    x, target = blocks(x), blocks(target)
     if tail:
         x, target = overlap(x), overlap(target)
     i = jnp.arange(n_chunks * rows)
     valid = (i < lead) | (i >= lead + rows - tail)
     fill = 0 if core.probs else core.ignore_index
-    ts = jnp.where(valid.reshape((-1,) + (1,) * (target.ndim - 1)), target, jnp.asarray(fill, target.dtype))
-    xs = x.reshape(n_chunks, rows, D)
-    ts = ts.reshape((n_chunks, rows) + target.shape[1:])
-    valid = valid.reshape(n_chunks, rows)
+    keep = valid.reshape((1,) * ax + (-1,) + (1,) * (target.ndim - 1 - ax))
+    target = jnp.where(keep, target, jnp.asarray(fill, target.dtype))
+    xs, ts = chunks(x), chunks(target)
+    valid = chunks(jnp.broadcast_to(valid, (shards, n_chunks * rows)) if shards > 1 else valid)
 
-    def own_rows(a):  # the per-row results of the chunks without the overlap's
-        return jnp.concatenate([a[:lead], a[lead + rows - tail :]]) if tail else a
-
-    if per_row:
-        return own_rows(_chunked_losses(core, xs, W2, b2, cw, eps, ts, valid))
-    return _fused_sum(core, xs, W2, b2, cw, eps, ts, valid)
+    if not per_row:
+        return _fused_sum(core, xs, W2, b2, cw, eps, ts, valid)
+    loss = _chunked_losses(core, xs, W2, b2, cw, eps, ts, valid)  # (n_chunks, shards * rows, P)
+    loss = loss.reshape(n_chunks, shards, rows, core.P)
+    if shards > 1:
+        loss = jnp.moveaxis(loss, 0, 1)
+    loss = loss.reshape(shards, n_chunks * rows, core.P)
+    if tail:  # the per-row results without the overlap's
+        loss = jnp.concatenate([loss[:, :lead], loss[:, lead + rows - tail :]], axis=1)
+    return loss.reshape(N, core.P)
 
 
 def linear_cross_entropy(
@@ -693,15 +737,16 @@ def linear_cross_entropy(
       promoted floating dtype of the floating arguments (bf16 in, bf16 out);
       the math runs in at least float32.
 
-    Sharded inputs (a mesh of ``AxisType.Explicit`` axes): where ``input``'s
-    rows are sharded (and the mesh divides them), each device runs the chunk
-    loop over its own rows and the sums meet in one ``psum`` (data-parallel:
-    the weight gradient is summed across the devices); the rows are never
-    gathered. ``linear_weight``, ``linear_bias`` and ``weight`` are replicated
-    first (a weight sharded along the vocabulary is all-gathered), as is
-    everything when the rows are not sharded. With ``Auto`` axes the compiler
-    decides, and gathers the rows. The gradients keep their inputs'
-    shardings. See the README, "Sharded inputs".
+    Sharded inputs (a mesh of ``AxisType.Explicit`` axes): rows of ``input``
+    sharded (and divided evenly) with a whole weight run a chunk loop on each
+    device over its rows (a ``shard_map``; the sums and the weight gradient are
+    summed across the devices once); a ``linear_weight`` (and ``linear_bias``)
+    sharded along the classes stays sharded, its logits reduced across the
+    shards (vocabulary-parallel), with the rows sharded or not. ``chunk_size``
+    then counts rows per device. A class ``weight`` and other shardings are
+    replicated first. With ``Auto`` axes the compiler decides, and gathers the
+    rows. The gradients keep their inputs' shardings. See the README, "Sharded
+    inputs".
 
     Raises:
       TypeError: an argument of the wrong kind (floating class indices, integer
@@ -828,14 +873,14 @@ def linear_cross_entropy(
     chunk = chunk_size if chunk_size is not None else default_chunk_size(N, C * P, _platform(input))
     spec = _Spec(_Core(probs, C, P, ignore_index, chunk, precision), reduction, method, out_dtype)
     # Explicitly sharded arrays are replicated first (all-gathered; their gradients come
-    # back with their own shardings), except the input's rows: a chunk loop runs on each
-    # device over its rows (in _linear_cross_entropy). The loop needs whole vocabulary
-    # blocks. See the README, "Sharded inputs".
+    # back with their own shardings), except the input's rows and the weight's (and
+    # bias's) classes, which _linear_cross_entropy partitions. See the README, "Sharded
+    # inputs".
     x = S.keep_rows(input.reshape(N, D))
     rows = S.row_axes(x)
-    W2 = S.replicate(linear_weight.reshape(C * P, D))
-    b2 = None if linear_bias is None else S.replicate(linear_bias.reshape(C * P))
-    cw, eps = S.replicate(weight), S.replicate(smoothing)
+    W2 = S.keep_rows(linear_weight.reshape(C * P, D))
+    b2 = None if linear_bias is None else S.keep_rows(linear_bias.reshape(C * P))
+    cw, eps = S.keep_rows(weight), S.replicate(smoothing)
     t = S.replicate(t) if rows is None else S.shard_rows(t, rows, S.mesh_of(x))
     out = _linear_cross_entropy(x, W2, b2, cw, t, eps, spec=spec)
     if reduction == "none":

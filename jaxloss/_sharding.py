@@ -12,6 +12,8 @@ carry no sharding in their type.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
@@ -20,6 +22,16 @@ from jax.sharding import NamedSharding, PartitionSpec
 def _type_sharding(x):
     """The sharding in ``x``'s type (None for non-arrays and arrays without one)."""
     return getattr(getattr(x, "aval", None), "sharding", None)
+
+
+def sharding_of(x):
+    """The sharding in ``x``'s type where it is on a mesh, else None."""
+    return _type_sharding(x) if _on_mesh(x) else None
+
+
+def replicated_on_mesh_of(x):
+    """A replicated sharding on ``x``'s mesh."""
+    return NamedSharding(mesh_of(x), PartitionSpec())
 
 
 def _spec(x):
@@ -118,6 +130,15 @@ def row_axes(x):
     for name in names:
         shards *= mesh_of(x).shape[name]
     return axes if x.shape[0] % shards == 0 else None
+
+
+def row_shards(x) -> int:
+    """Into how many blocks :func:`row_axes` splits ``x``'s rows (1 if it does not)."""
+    axes = row_axes(x)
+    if axes is None:
+        return 1
+    mesh = mesh_of(x)
+    return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
 
 
 def keep_rows(x):

@@ -4,7 +4,8 @@
 and ``Explicit`` axes, a 2 x 2 mesh ``("data", "model")``): ``jax.jit(value_and_grad)``
 on plain arrays, then on the same arrays placed with the case's shardings, and writes
 per case whether it ran, the largest differences of the values and gradients, the
-gradients' shardings, and how many all-gathers the sharded program has. The XLA flag that simulates the devices must be set before JAX
+gradients' shardings, how many all-gathers the sharded program has, and how many
+all-reduces it has outside its entry computation (in loops). The XLA flag that simulates the devices must be set before JAX
 starts its backend, hence a separate process.
 """
 
@@ -137,6 +138,22 @@ def cases():
             [f32(N, D), f32(C, D), y],
             [row, P(), row],
         ),
+        # rows and vocabulary sharded (2-D): nothing gathered
+        "linear_cross_entropy_rows_vocab": (
+            lambda a, w, bias, b: J.linear_cross_entropy(a, w, b, linear_bias=bias, label_smoothing=0.1, chunk_size=3),
+            [f32(N, D), f32(8, D), f32(8), y % 8],
+            [row, cls, cls, row],
+        ),
+        "linear_cross_entropy_rows_vocab_kdim": (
+            lambda a, w, bias, b: J.linear_cross_entropy(a, w, b, linear_bias=bias, ignore_index=3, chunk_size=3),
+            [f32(N, D), f32(8, 2, D), f32(8, 2), rng.integers(0, 8, (N, 2))],
+            [row, cls, cls, row],
+        ),
+        "linear_cross_entropy_vocab_probs_checkpoint": (
+            lambda a, w, t: J.linear_cross_entropy(a, w, t, label_smoothing=0.2, method="checkpoint", chunk_size=3),
+            [f32(N, D), f32(8, D), np.abs(f32(N, 8)) / 4],
+            [P(), cls, P()],
+        ),
         "linear_cross_entropy_none": (
             lambda a, w, b: J.linear_cross_entropy(a, w, b, reduction="none", chunk_size=3).sum(),
             [f32(N, D), f32(8, D), y % 8],
@@ -223,6 +240,7 @@ def run(kind: str) -> dict:
             v0, g0 = f(*arrays)
             placed = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip(arrays, specs)]
             v1, g1 = f(*placed)
+            hlo = f.lower(*placed).compile().as_text()
             out[name] = {
                 "ok": True,
                 "value": float(v0),
@@ -231,7 +249,10 @@ def run(kind: str) -> dict:
                 "dg": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(g0, g1)),
                 "grad_specs": [spec_str(g.sharding) for g in g1],
                 "input_specs": [spec_str(placed[i].sharding) for i in diff],
-                "all_gathers": f.lower(*placed).compile().as_text().count(" all-gather"),
+                "all_gathers": hlo.count(" all-gather"),
+                "loop_all_reduces": sum(
+                    c.count(" all-reduce") for c in hlo.split("\n\n") if not c.lstrip().startswith("ENTRY")
+                ),
             }
         except Exception as e:  # reported per case by the test
             out[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
