@@ -75,9 +75,12 @@ def _vma(x) -> frozenset:
 def vary_like(tree, *likes):
     """``tree``'s arrays typed as varying over every manual axis that ``likes`` vary over.
 
-    Inside ``shard_map`` a loop's carry must keep its type: an accumulator started
-    from zeros (invariant) that adds values computed from per-device rows (varying)
-    must start varying. Outside ``shard_map`` this returns ``tree`` unchanged."""
+    Inside ``shard_map`` two things need it: a loop's carry must keep its type (an
+    accumulator started from zeros, invariant, that adds values computed from
+    per-device rows, varying, must start varying); and a replicated input (a weight)
+    used with per-device rows is best typed varying at entry, so that autodiff sums
+    its gradient across devices once, where the varying type is cast back, instead of
+    in every use. Outside ``shard_map`` this returns ``tree`` unchanged."""
     axes = frozenset().union(*map(_vma, jax.tree.leaves(likes)))
     if not axes:
         return tree
@@ -119,26 +122,29 @@ def mesh_of(x):
     return _type_sharding(x).mesh
 
 
-def row_axes(x):
-    """The mesh axes that ``x``'s axis 0 is explicitly sharded over, or None (also when
-    they do not divide it, which a per-device loop over whole rows needs)."""
+def _axis_names(axes) -> tuple:
+    return axes if isinstance(axes, tuple) else (axes,)
+
+
+def _row_split(x):
+    """(mesh axes of ``x``'s explicitly sharded axis 0, number of blocks), or None."""
     if not is_sharded(x, 0):
         return None
     axes = _spec(x)[0]
-    names = axes if isinstance(axes, tuple) else (axes,)
-    shards = 1
-    for name in names:
-        shards *= mesh_of(x).shape[name]
-    return axes if x.shape[0] % shards == 0 else None
+    return axes, math.prod(mesh_of(x).shape[a] for a in _axis_names(axes))
+
+
+def row_axes(x):
+    """The mesh axes that ``x``'s axis 0 is explicitly sharded over, or None (also when
+    they do not divide it, which a per-device loop over whole rows needs)."""
+    split = _row_split(x)
+    return split[0] if split is not None and x.shape[0] % split[1] == 0 else None
 
 
 def row_shards(x) -> int:
     """Into how many blocks :func:`row_axes` splits ``x``'s rows (1 if it does not)."""
-    axes = row_axes(x)
-    if axes is None:
-        return 1
-    mesh = mesh_of(x)
-    return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
+    split = _row_split(x)
+    return split[1] if split is not None and x.shape[0] % split[1] == 0 else 1
 
 
 def keep_rows(x):
