@@ -20,8 +20,9 @@ def _class_axis(x: jax.Array) -> int:
     return 0 if x.ndim == 1 else 1
 
 
-def _check_class_target(fn: str, input: jax.Array, target: jax.Array) -> None:
-    """Class-index target: integer, and input's shape without the class axis."""
+def _check_class_target(fn: str, input: jax.Array, target: jax.Array) -> jax.Array:
+    """Checks class-index ``target`` against ``input``; returns it, with torch's one
+    reshape: unbatched ``(C,)`` input takes a ``(1,)`` target as the scalar ``()``."""
     V.require_ndim("input", input, range(1, 1 << 30), what=f"(C,), (N, C) or (N, C, d_1, ..., d_K) for {fn}")
     ax = _class_axis(input)
     expected = input.shape[:ax] + input.shape[ax + 1 :]
@@ -42,7 +43,10 @@ def _check_class_target(fn: str, input: jax.Array, target: jax.Array) -> None:
             f"target: class probabilities must be floating, got dtype {target.dtype} with the input's "
             f"shape {tuple(input.shape)}; class indices have shape {tuple(expected)}"
         )
+    if input.ndim == 1 and target.shape == (1,):
+        return target.reshape(())
     V.require_shape("target", target, expected, context=f"for input {tuple(input.shape)}")
+    return target
 
 
 def _check_class_weight(weight, num_classes: int) -> jax.Array | None:
@@ -613,7 +617,8 @@ def cross_entropy(
       input: logits of shape ``(C,)``, ``(N, C)`` or ``(N, C, d_1, ..., d_K)``
         (the class axis is 0 for 1-D input, else 1); any floating dtype.
       target: class indices of shape ``()``, ``(N,)`` or ``(N, d_1, ..., d_K)``
-        (``input`` without the class axis), of any integer dtype, each in
+        (``input`` without the class axis; for ``(C,)`` input also ``(1,)``, read as
+        ``()`` as torch's forward does), of any integer dtype, each in
         ``[0, C)`` or equal to ``ignore_index``; or class probabilities of
         ``input``'s shape, floating (not checked to sum to 1, as in torch).
       weight: optional class weights of shape ``(C,)``, floating.
@@ -698,7 +703,7 @@ def cross_entropy(
         weight = _check_class_weight(weight, C)
         out_dtype = result_dtype(input.dtype, target.dtype, None if weight is None else weight.dtype)
         return _cross_entropy_probs(input, target, weight, smoothing, reduction=reduction, out_dtype=out_dtype)
-    _check_class_target("cross_entropy", input, target)
+    target = _check_class_target("cross_entropy", input, target)
     weight = _check_class_weight(weight, C)
     _check_indices_in_range(target, C, ignore_index)
     out_dtype = result_dtype(input.dtype, None if weight is None else weight.dtype)
@@ -747,7 +752,8 @@ def nll_loss(
     Args:
       input: log-probabilities (any real numbers are accepted, as in torch) of
         shape ``(C,)``, ``(N, C)`` or ``(N, C, d_1, ..., d_K)``; floating.
-      target: class indices of shape ``()``, ``(N,)`` or ``(N, d_1, ..., d_K)``,
+      target: class indices of shape ``()``, ``(N,)`` or ``(N, d_1, ..., d_K)``
+        (for ``(C,)`` input also ``(1,)``, read as ``()`` as torch's forward does),
         of any integer dtype, each in ``[0, C)`` or equal to ``ignore_index``.
       weight: optional class weights of shape ``(C,)``, floating.
       ignore_index: a target value that contributes nothing (any int).
@@ -785,7 +791,7 @@ def nll_loss(
     V.require_floating("input", input)
     check_reduction(reduction)
     ignore_index = V.require_static_int("ignore_index", ignore_index)
-    _check_class_target("nll_loss", input, target)
+    target = _check_class_target("nll_loss", input, target)
     C = input.shape[_class_axis(input)]
     weight = _check_class_weight(weight, C)
     _check_indices_in_range(target, C, ignore_index)

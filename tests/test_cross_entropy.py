@@ -662,6 +662,30 @@ def test_bad_inputs_raise_naming_the_argument():
             call()
 
 
+def test_unbatched_input_takes_a_one_element_target_as_the_scalar():
+    # torch's forward accepts a (1,) target for (C,) input and returns the scalar
+    # target's loss (the fixtures hold its values; torch's backward raises for it, so
+    # the gradients here are compared with the scalar target's), and rejects (2,).
+    x = jax.random.normal(jax.random.key(27), (5,))
+    w = jax.random.uniform(jax.random.key(28), (5,)) + 0.1
+    for fn in (L.cross_entropy, L.nll_loss):
+        for reduction in ("none", "mean", "sum"):
+            for t in (2, -100):
+                one = lambda x, w: fn(x, jnp.array([t]), weight=w, reduction=reduction)
+                scalar = lambda x, w: fn(x, jnp.array(t), weight=w, reduction=reduction)
+                assert one(x, w).shape == ()
+                np.testing.assert_array_equal(one(x, w), scalar(x, w))
+                for a, b in zip(jax.jacrev(one, (0, 1))(x, w), jax.jacrev(scalar, (0, 1))(x, w)):
+                    np.testing.assert_array_equal(a, b)
+        with pytest.raises(ValueError, match=r"target: expected shape \(\) for input \(5,\), got \(2,\)"):
+            fn(x, jnp.array([1, 2]))
+    # As in torch, cross_entropy reads a (1,) integer target of a one-class (1,) input
+    # as misdtyped probabilities; nll_loss takes it as a class index.
+    with pytest.raises(TypeError, match="target: class probabilities must be floating"):
+        L.cross_entropy(x[:1], jnp.array([0]))
+    np.testing.assert_array_equal(L.nll_loss(x[:1], jnp.array([0])), -x[0])
+
+
 def test_shape_errors_fire_at_trace_time_inside_jit():
     x, t, w, _ = _data(26)
     with pytest.raises(ValueError, match=r"target: expected shape \(6,\)"):

@@ -446,6 +446,20 @@ def test_default_chunk_size():
 # ---------------------------------------------------------------------- bad input
 
 
+def test_unbatched_input_takes_a_one_element_target_as_the_scalar():
+    # torch's forward does (the fixtures hold its values; its backward raises for a
+    # (1,) target, so the gradients are compared with the scalar target's here).
+    x, W, b, cw, y = _problem("class")
+    for reduction in ("none", "mean", "sum"):
+        for t in (int(y[0]), -100):
+            one = lambda x, W, b: lce(x, W, jnp.array([t]), linear_bias=b, weight=cw, reduction=reduction)
+            scalar = lambda x, W, b: lce(x, W, jnp.array(t), linear_bias=b, weight=cw, reduction=reduction)
+            assert one(x[0], W, b).shape == ()
+            np.testing.assert_array_equal(one(x[0], W, b), scalar(x[0], W, b))
+            for a, c in zip(jax.grad(one, (0, 1, 2))(x[0], W, b), jax.grad(scalar, (0, 1, 2))(x[0], W, b)):
+                np.testing.assert_array_equal(a, c)
+
+
 def test_bad_input():
     x, W, b, cw, y = _problem("class")
     xk, Wk, bk, _, yk = _problem("kdim")
@@ -474,6 +488,8 @@ def test_bad_input():
         lce(x, W, y[:5])
     with pytest.raises(ValueError, match=r"target: expected shape \(6, 2\)"):
         lce(xk, Wk, y)
+    with pytest.raises(ValueError, match=r"target: expected shape \(\) for input \(4,\)"):
+        lce(x[0], W, y[:2])  # unbatched input: a () or (1,) target
     with pytest.raises(ValueError, match=r"weight: expected shape \(5,\)"):
         lce(x, W, y, weight=cw[:4])
     with pytest.raises(ValueError, match=r"reduction: expected one of"):
