@@ -285,7 +285,8 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
       convert (XLA materialises a convert that has two readers: 512 MiB at
       N=4096, C=32768).
 
-    :math:`r` carries no gradient: its terms cancel exactly.
+    :math:`r` carries no gradient: its terms cancel exactly. An infinite :math:`W`
+    (an infinite class weight) gives :math:`W` itself, not :math:`\infty - \infty`.
     """
     cdt = m.dtype
     wc = jnp.ones((x.shape[ax],), cdt) if weight is None else weight.astype(cdt)
@@ -310,7 +311,25 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
         else:
             shifted = x - jnp.expand_dims(r, ax)
             wsum = jnp.sum(shifted if weight is None else _class_weight_view(wc, x.ndim, ax) * shifted, axis=ax)
-    return total * ((m - r) + s) - wsum
+    if weight is None:
+        return total * ((m - r) + s) - wsum
+    return _scaled_minus(total, (m - r) + s, wsum)
+
+
+@jax.custom_jvp
+def _scaled_minus(total, a, b):
+    """:math:`W a - b`, except that an infinite :math:`W` (an infinite class weight)
+    gives :math:`W`, not :math:`\infty - \infty`: every term :math:`w_c (-\log p_c)`
+    of the smoothing sum is then infinite, as in torch. The tangent is the product
+    rule's (:math:`\dot W a + W \dot a - \dot b`), so that gradients are torch's
+    (infinite, NaN for the infinite class) rather than NaN throughout."""
+    return jnp.where(jnp.isinf(total), total, total * a - b)
+
+
+@_scaled_minus.defjvp
+def _scaled_minus_jvp(primals, tangents):
+    (total, a, b), (t_total, t_a, t_b) = primals, tangents
+    return _scaled_minus(total, a, b), t_total * a + total * t_a - t_b
 
 
 def _bf16_split_matvec(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
