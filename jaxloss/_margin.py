@@ -396,9 +396,13 @@ def _multi_margin_loss(x, target, weight, margin, *, p, reduction, out_dtype):
     h = _positive_part(z)
     if p == 2:
         h = h * h
+    other = jnp.arange(C)[None, :] != safe[:, None]
     if weight is not None:
-        h = h * S.take_rows(weight.astype(cdt), safe)[:, None]
-    h = jnp.where(jnp.arange(C)[None, :] == safe[:, None], jnp.zeros_like(h), h)
+        # As torch, the weight multiplies only the positive terms of the other classes:
+        # an infinite or NaN w_y times a zero term is 0, not NaN (value and gradient).
+        w_y = S.take_rows(weight.astype(cdt), safe)[:, None]
+        h = h * jnp.where(other & (z > 0), w_y, jnp.zeros((), cdt))
+    h = jnp.where(other, h, jnp.zeros_like(h))
     loss = jnp.sum(h, axis=1) / C
     V.debug_check(jnp.all(in_range), f"target: class index out of range [0, {C})")
     loss = jnp.where(in_range, loss, jnp.nan).reshape(out_shape)
