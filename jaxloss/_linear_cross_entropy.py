@@ -693,7 +693,8 @@ def linear_cross_entropy(
       linear_weight: ``(C, D)`` or ``(C, d_1, ..., d_K, D)`` (K-dimensional loss,
         batched input only); floating.
       target: class indices of shape ``(N,)`` / ``(N, d_1, ..., d_K)`` / ``()``
-        (unbatched; ``(1,)`` is read as ``()``, as in torch's forward), any integer dtype, each in ``[0, C)`` or ``ignore_index``; or
+        (unbatched; ``(1,)`` is read as ``()``, as in torch's forward), any
+        integer dtype, each in ``[0, C)`` or ``ignore_index``; or
         class probabilities with the logits' shape ``(N, C)`` /
         ``(N, C, d_1, ..., d_K)`` / ``(C,)``, floating.
       linear_bias: optional ``(C,)``, or ``(C, d_1, ..., d_K)`` for a

@@ -127,24 +127,27 @@ def _axis_names(axes) -> tuple:
 
 
 def _row_split(x):
-    """(mesh axes of ``x``'s explicitly sharded axis 0, number of blocks), or None."""
+    """(mesh axes of ``x``'s explicitly sharded axis 0, number of blocks), or None
+    (also when the blocks do not divide the rows, which a per-device loop over whole
+    rows needs)."""
     if not is_sharded(x, 0):
         return None
     axes = _spec(x)[0]
-    return axes, math.prod(mesh_of(x).shape[a] for a in _axis_names(axes))
+    shards = math.prod(mesh_of(x).shape[a] for a in _axis_names(axes))
+    return (axes, shards) if x.shape[0] % shards == 0 else None
 
 
 def row_axes(x):
     """The mesh axes that ``x``'s axis 0 is explicitly sharded over, or None (also when
     they do not divide it, which a per-device loop over whole rows needs)."""
     split = _row_split(x)
-    return split[0] if split is not None and x.shape[0] % split[1] == 0 else None
+    return None if split is None else split[0]
 
 
 def row_shards(x) -> int:
     """Into how many blocks :func:`row_axes` splits ``x``'s rows (1 if it does not)."""
     split = _row_split(x)
-    return split[1] if split is not None and x.shape[0] % split[1] == 0 else 1
+    return 1 if split is None else split[1]
 
 
 def keep_rows(x):
