@@ -6,7 +6,9 @@ torch 2.13 behaviour reproduced here (measured against torch):
 
 * ``pairwise_distance(x1, x2)`` is ``||x1 - x2 + eps||_p`` over the last axis
   (``eps`` is added to the difference, not to the norm), with torch's norm
-  gradients: 0 where the norm is 0, ties of ``p = inf`` share the gradient.
+  gradients: 0 where the norm is 0, ties of ``p = inf`` share the gradient, and
+  for a general ``p`` torch's own formula (NaN on the zero differences of a row
+  whose norm is NaN or infinite, where autodiff of the power sum gives 0).
 * triplet losses clamp with ``clamp_min(margin + d(a, p) - d(a, n), 0)``, whose
   gradient passes at exactly 0; ``swap`` takes ``minimum(d(a, n), d(p, n))``,
   whose gradient is split in half on a tie.
@@ -72,18 +74,46 @@ def _norm_last(d: jax.Array, p: float) -> jax.Array:
         s = jnp.sum(d * d, axis=-1)
         zero = s == 0
         return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, s)))
-    a = _abs(d)
+    return _p_norm(d, p)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _p_norm(d: jax.Array, p: float) -> jax.Array:
+    """The p-norm over the last axis for ``p`` not in {0, 1, 2, +-inf}, with torch's gradient.
+
+    The derivative is torch's ``norm_backward`` formula (below), not autodiff of
+    the sum of powers: they differ only on rows whose norm is NaN, infinite or
+    tiny, where torch's gradient is NaN on the zero entries too (``0 * NaN``)."""
+    a = jnp.abs(d)
     nz = a != 0  # (NaN counts as nonzero: it stays NaN)
-    # |0|^p is 0 for p > 0 and inf for p < 0 (then the norm is 0, as in torch); the
-    # masked base keeps the gradient at 0 finite (torch's is 0 there).
+    # |0|^p is 0 for p > 0 and inf for p < 0 (then the norm is 0, as in torch).
     ap = jnp.where(nz, jnp.where(nz, a, 1) ** p, 0 if p > 0 else jnp.inf)
     s = jnp.sum(ap, axis=-1)
     if p < 0:
         # A sum of 0 here means every |d|^p underflowed (|d| infinite or huge): the
-        # norm is 0^(1/p) = inf, with torch's NaN gradient (no guard is needed).
+        # norm is 0^(1/p) = inf, and the gradient below is NaN, as torch's.
         return s ** (1 / p)
     zero = s == 0
     return jnp.where(zero, 0, jnp.where(zero, 1, s) ** (1 / p))
+
+
+@_p_norm.defjvp
+def _p_norm_jvp(p, primals, tangents):
+    (d,), (t,) = primals, tangents
+    norm = _p_norm(d, p)
+    n = norm[..., None]
+    a = jnp.abs(d)
+    # torch 2.13's norm_backward for a general p, its masks included; the tangent
+    # is the row sum of ``coef * t``, so reverse mode gets ``coef * cotangent``.
+    if p < 1:
+        # (0 < p < 1 and p < 0) sgn(d) |d|^(p-1), 0 where d = 0, times norm^(1-p).
+        scaled = jnp.where(d == 0, 0, _sgn(d, d.dtype) * jnp.where(d == 0, 1, a) ** (p - 1))
+        coef = scaled * n ** (1 - p)
+    else:
+        # (1 < p < 2) sgn(d) |d|^(p-1), (p > 2) d |d|^(p-2); over norm^(p-1), 0 where the norm is 0.
+        scaled = _sgn(d, d.dtype) * a ** (p - 1) if p < 2 else d * a ** (p - 2)
+        coef = scaled * jnp.where(n == 0, 0, 1 / jnp.where(n == 0, 1, n) ** (p - 1))
+    return norm, jnp.sum(coef * t, axis=-1)
 
 
 def _distance(x1: jax.Array, x2: jax.Array, p: float, eps, cdt) -> jax.Array:
@@ -145,7 +175,10 @@ def pairwise_distance(
         d(x_1, x_2) = \Big(\sum_j |x_{1,j} - x_{2,j} + \epsilon|^p\Big)^{1/p}
 
     over the last axis; ``p = inf`` is the max, ``p = 0`` counts non-zeros.
-    Gradients follow torch's norm: 0 where the norm is 0.
+    Gradients follow torch's norm: 0 where the norm is 0; for ``p`` other than
+    0, 1, 2 and +-inf they are torch's formula (:math:`\operatorname{sgn}(d)
+    |d|^{p-1} / d(x_1, x_2)^{p-1}`, masked as torch masks it), so a row whose
+    distance is NaN or infinite has NaN gradients on its zero differences too.
 
     Args:
       x1: ``(*, D)`` (or ``()``), floating.
