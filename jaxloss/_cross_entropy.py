@@ -286,7 +286,7 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
       N=4096, C=32768).
 
     :math:`r` carries no gradient: its terms cancel exactly. An infinite :math:`W`
-    (an infinite class weight) gives :math:`W` itself, not :math:`\infty - \infty`.
+    (an infinite class weight) gives :math:`W` itself, not :math:`\\infty - \\infty`.
     """
     cdt = m.dtype
     wc = jnp.ones((x.shape[ax],), cdt) if weight is None else weight.astype(cdt)
@@ -318,7 +318,7 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
 
 @jax.custom_jvp
 def _scaled_minus(total, a, b):
-    """:math:`W a - b`, except that an infinite :math:`W` (an infinite class weight)
+    r""":math:`W a - b`, except that an infinite :math:`W` (an infinite class weight)
     gives :math:`W`, not :math:`\infty - \infty`: every term :math:`w_c (-\log p_c)`
     of the smoothing sum is then infinite, as in torch. The tangent is the product
     rule's (:math:`\dot W a + W \dot a - \dot b`), so that gradients are torch's

@@ -320,6 +320,7 @@ def smooth_l1_loss(
     Raises:
       ValueError: ``beta < 0`` (a concrete value), shapes that do not fit, an
         unknown ``reduction``.
+      TypeError: a non-floating ``input``, a complex ``target``.
 
     Example:
       >>> import jax.numpy as jnp, jaxloss
@@ -331,7 +332,9 @@ def smooth_l1_loss(
 
     .. note::
        A traced ``beta < 0`` cannot raise inside ``jax.jit``: the result is NaN
-       (wrap in ``jax.experimental.checkify.checkify`` to get the error).
+       (wrap in ``jax.experimental.checkify.checkify`` to get the error). torch
+       also accepts an integer ``input``; jaxloss requires a floating ``input``
+       (a ``TypeError`` naming it), as :func:`l1_loss` and :func:`mse_loss` do.
     """
     V.check_scalar("beta", beta, lo=0.0)
     return _run("smooth_l1_loss", "smooth_l1", input, target, None, beta, reduction)
