@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from tests._fixtures import RTOL
 from tests.fixtures import generate
 
 torch = pytest.importorskip("torch")
@@ -25,9 +26,26 @@ def test_committed_fixtures_match_a_fresh_generation(family):
         for key in committed.files:
             want, got = committed[key], arrays[key]
             assert got.dtype == want.dtype, key
-            if "|arg|" in key or key.endswith("|cot"):
+            if not np.issubdtype(want.dtype, np.floating):
                 np.testing.assert_array_equal(got, want, err_msg=key)
-            else:
-                # torch's kernels may pick a different summation order on another CPU.
-                rtol = 1e-12 if want.dtype == np.float64 else 1e-6
+            elif "|arg|" in key or key.endswith("|cot"):
+                # Drawn from a seeded generator (exact everywhere), but some pass through
+                # NumPy's exp/log, whose SIMD kernels differ by a few ulps between CPUs (an
+                # AVX-512 and an AVX2 machine gave up to 4 ulps apart). Arguments are
+                # compared within 16 ulps of themselves, no absolute floor.
+                rtol = 16 * np.finfo(want.dtype).eps
                 np.testing.assert_allclose(got, want, rtol=rtol, atol=0, equal_nan=True, err_msg=key)
+            else:
+                # torch's kernels are platform-dependent too: their summation order and
+                # vectorised exp/log change with the CPU (its CTC gradient over a long
+                # sequence moved by 230 float32 eps of the array's largest entry between
+                # an AVX-512 and an AVX2 machine; poisson_nll_loss's Stirling term of an
+                # integer target is float32 even with float64 input). What fixtures must
+                # keep is their parity verdict, so they are compared like
+                # assert_close compares jaxloss with them, at a quarter of its tolerance:
+                # entries relative to themselves, with a floor relative to the array's
+                # largest finite entry; infinities and NaNs exactly where they were.
+                rtol = RTOL[str(want.dtype)] / 4
+                finite = want[np.isfinite(want)]
+                scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+                np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, equal_nan=True, err_msg=key)
