@@ -83,7 +83,7 @@ def test_check_grads_cosine():
     _checks.assert_grads_float64(lambda a, b: jaxloss.cosine_embedding_loss(a, b, y), (x1, x2), order=1, modes=("rev",))
 
 
-@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, 0.7, math.inf])
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, 1.5, 0.7, -1.5, math.inf])
 def test_check_grads_triplet(p):
     a, pos, neg = _vecs(4, (3, 3), (3, 3), (3, 3))
     # margin 10: the clamp is inactive; no zero differences, no max ties, no swap ties.
