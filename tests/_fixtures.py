@@ -134,14 +134,14 @@ def _as_jax(v):
     return jnp.asarray(v) if isinstance(v, np.ndarray) else v
 
 
-def assert_close(actual, expected, dtype: str, what: str) -> None:
-    """Compare with the parity tolerance of ``dtype``.
+def assert_close(actual, expected, dtype: str, what: str, *, rtol: float | None = None) -> None:
+    """Compare with the parity tolerance of ``dtype`` (or ``rtol``).
 
     The absolute floor is ``rtol * max|expected|``: entries many orders of
     magnitude below the array's largest are dominated by rounding in the large
     terms, and torch and XLA sum in different orders.
     """
-    rtol = RTOL[dtype]
+    rtol = RTOL[dtype] if rtol is None else rtol
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != torch's {expected.shape}"

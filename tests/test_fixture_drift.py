@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests._fixtures import RTOL
+from tests._fixtures import RTOL, assert_close
 from tests.fixtures import generate
 
 torch = pytest.importorskip("torch")
@@ -41,11 +41,9 @@ def test_committed_fixtures_match_a_fresh_generation(family):
                 # sequence moved by 230 float32 eps of the array's largest entry between
                 # an AVX-512 and an AVX2 machine; poisson_nll_loss's Stirling term of an
                 # integer target is float32 even with float64 input). What fixtures must
-                # keep is their parity verdict, so they are compared like
-                # assert_close compares jaxloss with them, at a quarter of its tolerance:
-                # entries relative to themselves, with a floor relative to the array's
-                # largest finite entry; infinities and NaNs exactly where they were.
-                rtol = RTOL[str(want.dtype)] / 4
-                finite = want[np.isfinite(want)]
-                scale = float(np.max(np.abs(finite))) if finite.size else 0.0
-                np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, equal_nan=True, err_msg=key)
+                # keep is their parity verdict, so they are compared by the parity
+                # tests' assert_close at a quarter of its tolerance: entries relative to
+                # themselves, with a floor relative to the array's largest finite entry;
+                # infinities and NaNs exactly where they were.
+                dtype = str(want.dtype)
+                assert_close(got, want, dtype, key, rtol=RTOL[dtype] / 4)
