@@ -1,12 +1,15 @@
 """Every loss on sharded inputs, on 4 simulated CPU devices; run by test_sharding.py.
 
-``python -m tests._sharded_cases OUT.json`` runs each case twice per mesh kind (``Auto``
-and ``Explicit`` axes, a 2 x 2 mesh ``("data", "model")``): ``jax.jit(value_and_grad)``
-on plain arrays, then on the same arrays placed with the case's shardings, and writes
+``python -m tests._sharded_cases OUT.json`` runs ``jax.jit(value_and_grad)`` of each case
+on plain arrays, then, per mesh kind (``Auto`` and ``Explicit`` axes, a 2 x 2 mesh
+``("data", "model")``), on the same arrays placed with the case's shardings, and writes
 per case whether it ran, the largest differences of the values and gradients, the
 gradients' shardings, how many all-gathers the sharded program has, and how many
-all-reduces it has outside its entry computation (in loops). The XLA flag that simulates the devices must be set before JAX
-starts its backend, hence a separate process.
+all-reduces it has outside its entry computation (in loops). It compiles as the test
+suite does (``jax_disable_most_optimizations`` unless JAXLOSS_TEST_OPTIMIZED=1; with jax
+0.10.2 every case's collectives and shardings were the same either way). The XLA flag
+that simulates the devices must be set before JAX starts its backend, hence a separate
+process.
 """
 
 from __future__ import annotations
@@ -230,32 +233,39 @@ def spec_str(sharding) -> str:
     return str(tuple(spec))
 
 
-def run(kind: str) -> dict:
-    mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(getattr(AxisType, kind),) * 2)
-    out = {}
+def run(kinds=("Auto", "Explicit")) -> dict:
+    """kind -> case name -> result. The plain-array run of each case is shared by the kinds."""
+    out = {kind: {} for kind in kinds}
     for name, (fn, arrays, specs) in cases().items():
         diff = tuple(i for i, a in enumerate(arrays) if np.asarray(a).dtype.kind == "f")
         f = jax.jit(jax.value_and_grad(fn, argnums=diff))
         try:
             v0, g0 = f(*arrays)
-            placed = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip(arrays, specs)]
-            v1, g1 = f(*placed)
-            hlo = f.lower(*placed).compile().as_text()
-            out[name] = {
-                "ok": True,
-                "value": float(v0),
-                "dv": float(abs(v1 - v0)),
-                "grad_scale": max(float(np.max(np.abs(a))) for a in g0),
-                "dg": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(g0, g1)),
-                "grad_specs": [spec_str(g.sharding) for g in g1],
-                "input_specs": [spec_str(placed[i].sharding) for i in diff],
-                "all_gathers": hlo.count(" all-gather"),
-                "loop_all_reduces": sum(
-                    c.count(" all-reduce") for c in hlo.split("\n\n") if not c.lstrip().startswith("ENTRY")
-                ),
-            }
         except Exception as e:  # reported per case by the test
-            out[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
+            for kind in kinds:
+                out[kind][name] = {"ok": False, "error": f"unsharded: {type(e).__name__}: {e}"[:2000]}
+            continue
+        for kind in kinds:
+            mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(getattr(AxisType, kind),) * 2)
+            try:
+                placed = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip(arrays, specs)]
+                v1, g1 = f(*placed)
+                hlo = f.lower(*placed).compile().as_text()  # the executable just run (cached)
+                out[kind][name] = {
+                    "ok": True,
+                    "value": float(v0),
+                    "dv": float(abs(v1 - v0)),
+                    "grad_scale": max(float(np.max(np.abs(a))) for a in g0),
+                    "dg": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(g0, g1)),
+                    "grad_specs": [spec_str(g.sharding) for g in g1],
+                    "input_specs": [spec_str(placed[i].sharding) for i in diff],
+                    "all_gathers": hlo.count(" all-gather"),
+                    "loop_all_reduces": sum(
+                        c.count(" all-reduce") for c in hlo.split("\n\n") if not c.lstrip().startswith("ENTRY")
+                    ),
+                }
+            except Exception as e:  # reported per case by the test
+                out[kind][name] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
     return out
 
 
@@ -265,6 +275,10 @@ if __name__ == "__main__":
     # a machine with a GPU also runs these cases on 4 simulated CPU devices.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
     jax.config.update("jax_platforms", "cpu")
-    result = {"devices": jax.device_count(), "Auto": run("Auto"), "Explicit": run("Explicit")}
+    # As in tests/conftest.py: compiling dominates, and the optimisation passes change no
+    # value. The partitioner runs either way; the collectives counted are the same.
+    if os.environ.get("JAXLOSS_TEST_OPTIMIZED", "") in ("", "0"):
+        jax.config.update("jax_disable_most_optimizations", True)
+    result = {"devices": jax.device_count(), **run()}
     with open(sys.argv[1], "w") as fh:
         json.dump(result, fh, indent=1)
