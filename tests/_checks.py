@@ -58,7 +58,9 @@ def assert_grads_float64(fn: Callable, args: Sequence, *, order: int = 2, modes=
                 full[i] = v
             return fn(*full, **kwargs)
 
-        check_grads(f, tuple(arrays[i] for i in idx), order=order, modes=modes, atol=1e-5, rtol=1e-5)
+        # Under one jit: each derivative check_grads takes is then one program to compile,
+        # not one per operation and loss term (the checks are the same).
+        check_grads(jax.jit(f), tuple(arrays[i] for i in idx), order=order, modes=modes, atol=1e-5, rtol=1e-5)
 
 
 def assert_low_precision(fn: Callable, args: Sequence, expected_dtype, *, reference_rtol: float = 3e-2, **kwargs) -> None:
