@@ -94,9 +94,21 @@ def load_cases(family: str) -> tuple[FixtureCase, ...]:
     return tuple(cases)
 
 
-def case_params(family: str, fn: str | None = None) -> list:
-    """pytest params for every fixture case of ``family`` (optionally of one function)."""
-    return [pytest.param(c, id=c.id) for c in load_cases(family) if fn is None or c.fn == fn]
+def case_params(family: str, fn: str | None = None, *, dtype: str | None = None) -> list:
+    """pytest params for every fixture case of ``family`` (optionally of one function or dtype)."""
+    return [
+        pytest.param(c, id=c.id)
+        for c in load_cases(family)
+        if (fn is None or c.fn == fn) and (dtype is None or c.dtype == dtype)
+    ]
+
+
+# The fixture tests of every family run each case eagerly (both dtypes) and the float64
+# cases again under an outer jit (the strict tolerance; every case exists in both dtypes).
+# What the outer jit changes is the tracing path (the checks on concrete values are
+# skipped, Python branches see tracers, forward and backward are one program), not the
+# dtype, and each case under jit costs a compilation, the largest part of the suite's time.
+JIT_DTYPE = "float64"
 
 
 def _jax_fn(case: FixtureCase):
@@ -107,7 +119,9 @@ def run_jax(case: FixtureCase, transform: Callable | None = None):
     """Evaluate the case with jaxloss: returns (output, {arg: vjp with the case's cotangent}).
 
     Float64 cases run under ``jax.enable_x64``; float32 cases in JAX's default mode.
-    ``transform`` (e.g. ``jax.jit``) wraps the function of the differentiated arrays.
+    ``transform`` (e.g. ``jax.jit``) wraps the whole evaluation, forward and backward
+    (``transform(vjp)``, as a training step wraps ``value_and_grad``): one program per
+    case. Without it every operation runs eagerly.
     """
     fn = _jax_fn(case)
     names = list(case.grads)
@@ -119,11 +133,14 @@ def run_jax(case: FixtureCase, transform: Callable | None = None):
             kwargs = {k: sub.get(k, _as_jax(v)) for k, v in case.kwargs.items()}
             return fn(*args, **kwargs)
 
-        f = transform(call) if transform is not None else call
+        def value_and_vjp(cot, *diff):
+            out, vjp = jax.vjp(call, *diff)
+            return out, (vjp(cot.astype(out.dtype)) if names else ())
+
+        f = transform(value_and_vjp) if transform is not None else value_and_vjp
         diff = [jnp.asarray(_arg(case, k)) for k in names]
-        out, vjp = jax.vjp(f, *diff)
-        grads = dict(zip(names, vjp(jnp.asarray(case.cot, dtype=out.dtype)))) if names else {}
-        return np.asarray(out), out.dtype, {k: np.asarray(g) for k, g in grads.items()}
+        out, grads = f(jnp.asarray(case.cot), *diff)
+        return np.asarray(out), out.dtype, {k: np.asarray(g) for k, g in zip(names, grads, strict=True)}
 
 
 def _arg(case: FixtureCase, k: str):

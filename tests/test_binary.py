@@ -11,7 +11,7 @@ from jax.experimental import checkify
 
 import jaxloss as L
 from tests import _checks
-from tests._fixtures import assert_parity, case_params
+from tests._fixtures import JIT_DTYPE, assert_parity, case_params
 
 BCE = L.binary_cross_entropy
 BCEL = L.binary_cross_entropy_with_logits
@@ -34,7 +34,7 @@ def test_fixture_parity(case):
     assert_parity(case)
 
 
-@pytest.mark.parametrize("case", case_params("binary"))
+@pytest.mark.parametrize("case", case_params("binary", dtype=JIT_DTYPE))
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
 

@@ -13,7 +13,7 @@ from jax.experimental import checkify
 
 import jaxloss as L
 from tests import _checks
-from tests._fixtures import assert_parity, case_params
+from tests._fixtures import JIT_DTYPE, assert_parity, case_params
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -23,7 +23,7 @@ def test_fixture_parity(case):
     assert_parity(case)
 
 
-@pytest.mark.parametrize("case", case_params("cross_entropy"))
+@pytest.mark.parametrize("case", case_params("cross_entropy", dtype=JIT_DTYPE))
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
 

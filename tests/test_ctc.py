@@ -12,7 +12,7 @@ from jax.experimental import checkify
 import jaxloss
 from jaxloss import _ctc
 from tests import _checks
-from tests._fixtures import assert_parity, case_params
+from tests._fixtures import JIT_DTYPE, assert_parity, case_params
 
 
 @pytest.mark.parametrize("case", case_params("ctc"))
@@ -20,10 +20,7 @@ def test_fixture_parity(case):
     assert_parity(case)
 
 
-# Under jit for the float32 cases only: the traced code is the same for both dtypes
-# (float64 parity is covered eagerly above), and each case costs a compilation of
-# the forward-backward program, which dominates this file's run time.
-@pytest.mark.parametrize("case", [p for p in case_params("ctc") if p.values[0].dtype == "float32"])
+@pytest.mark.parametrize("case", case_params("ctc", dtype=JIT_DTYPE))
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
 

@@ -11,7 +11,7 @@ from jax.experimental import checkify
 
 import jaxloss as L
 from tests import _checks
-from tests._fixtures import assert_close, case_params, run_jax
+from tests._fixtures import JIT_DTYPE, assert_close, case_params, run_jax
 
 KL = L.kl_div
 POISSON = L.poisson_nll_loss
@@ -62,7 +62,7 @@ def test_fixture_parity(case):
     _assert_parity(case)
 
 
-@pytest.mark.parametrize("case", case_params("divergence"))
+@pytest.mark.parametrize("case", case_params("divergence", dtype=JIT_DTYPE))
 def test_fixture_parity_under_jit(case):
     _assert_parity(case, transform=jax.jit)
 

@@ -15,7 +15,7 @@ from jax.experimental import checkify
 
 import jaxloss
 from tests import _checks
-from tests._fixtures import _cosine_distance, assert_parity, case_params
+from tests._fixtures import JIT_DTYPE, _cosine_distance, assert_parity, case_params
 
 
 def _vecs(seed, *shapes):
@@ -32,9 +32,7 @@ def test_fixture_parity(case):
     assert_parity(case)
 
 
-# Under an outer jit on the float64 cases (the strict tolerance): what jit can change
-# is the tracing path (checks on concrete values, Python branches), not the dtype.
-@pytest.mark.parametrize("case", [c for c in case_params("embedding") if c.id.endswith("/float64")])
+@pytest.mark.parametrize("case", case_params("embedding", dtype=JIT_DTYPE))
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
 

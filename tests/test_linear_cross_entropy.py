@@ -22,7 +22,7 @@ from jaxloss._linear_cross_entropy import (
     default_chunk_size,
 )
 from tests import _checks
-from tests._fixtures import JAX_ADAPTERS, assert_parity, case_params, load_cases
+from tests._fixtures import JAX_ADAPTERS, JIT_DTYPE, assert_parity, case_params, load_cases
 
 lce = jaxloss.linear_cross_entropy
 METHODS = ("fused", "checkpoint")
@@ -35,19 +35,18 @@ def test_fixture_parity(case):
     assert_parity(case)
 
 
-@pytest.mark.parametrize("case", case_params("linear_cross_entropy"))
+@pytest.mark.parametrize("case", case_params("linear_cross_entropy", dtype=JIT_DTYPE))
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize(
-    "case", [c for c in case_params("linear_cross_entropy") if c.values[0].dtype == "float64"]
-)
+@pytest.mark.parametrize("case", case_params("linear_cross_entropy", dtype="float64"))
 def test_fixture_parity_in_chunks_of_3(case, method, monkeypatch):
-    """The fixtures have at most 7 rows: chunks of 3 leave a shorter last chunk."""
+    """The fixtures have at most 7 rows: chunks of 3 leave a shorter last chunk.
+    (Under jit: one program per case instead of a forward and a backward one.)"""
     monkeypatch.setitem(JAX_ADAPTERS, "linear_cross_entropy", functools.partial(lce, chunk_size=3, method=method))
-    assert_parity(case)
+    assert_parity(case, transform=jax.jit)
 
 
 def test_fixtures_cover_every_option():
@@ -205,26 +204,32 @@ def test_infinite_weight_entry_in_a_shorter_last_chunk(kind, mass):
             y = jnp.where(y == 0, 1, y)
             kw["label_smoothing"] = 0.1 if mass else 0.0
 
-        for reduction in ("none", "mean", "sum"):
-            def vg(fn):
-                def f(x, W, b):
-                    out = fn(x, W, b, y, reduction=reduction, **kw)
-                    # "none": a non-uniform, positive cotangent (the losses may be inf)
-                    return jnp.sum(out * (1 + jnp.arange(out.size) / 10)) if reduction == "none" else out
+        def vg(fn, reduction):
+            def f(x, W, b):
+                out = fn(x, W, b, y, reduction=reduction, **kw)
+                # "none": a non-uniform, positive cotangent (the losses may be inf)
+                return jnp.sum(out * (1 + jnp.arange(out.size) / 10)) if reduction == "none" else out
 
-                return jax.value_and_grad(f, (0, 1, 2))(x, W, b)
+            return jax.value_and_grad(f, (0, 1, 2))(x, W, b)
 
-            want = vg(_materialised)
+        variants = [(c, m) for c in (4, 5) for m in METHODS]  # N = 6: a last chunk of 2 rows, of 1 row
+
+        @jax.jit  # one program for every variant: compiling dominates this test
+        def run(x, W, b):
+            return {
+                r: (vg(_materialised, r), [vg(functools.partial(_lce, chunk_size=c, method=m), r) for c, m in variants])
+                for r in ("none", "mean", "sum")
+            }
+
+        for reduction, (want, gots) in run(x, W, b).items():
             if mass:  # (the ignored rows' input gradient is 0 times -inf: NaN, as torch's)
                 kept = jnp.ones(y.shape[0], bool) if kind == "probs" else y != -100
                 assert bool(jnp.all(want[1][0][kept, 0] == jnp.inf))
             else:
                 assert all(bool(jnp.all(jnp.isfinite(g))) for g in want[1][1:])
-            for c in (4, 5):  # N = 6: a last chunk of 2 rows, of 1 row
-                for method in METHODS:
-                    got = vg(functools.partial(_lce, chunk_size=c, method=method))
-                    np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-10)
-                    _assert_tree_close(got[1], want[1])
+            for got in gots:
+                np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-10)
+                _assert_tree_close(got[1], want[1])
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -25,7 +25,7 @@ from tests._checks import (
     assert_low_precision,
     assert_vmap_matches_none,
 )
-from tests._fixtures import assert_parity, case_params
+from tests._fixtures import JIT_DTYPE, assert_parity, case_params
 
 REDUCTIONS = ("none", "mean", "sum")
 LOSSES = (
@@ -46,7 +46,7 @@ def test_fixture_parity(case):
     assert_parity(case)
 
 
-@pytest.mark.parametrize("case", case_params("margin"))
+@pytest.mark.parametrize("case", case_params("margin", dtype=JIT_DTYPE))
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
 

@@ -11,7 +11,7 @@ from jax.experimental import checkify
 
 import jaxloss
 from tests import _checks
-from tests._fixtures import assert_parity, case_params
+from tests._fixtures import JIT_DTYPE, assert_parity, case_params
 
 # torch warns (and broadcasts) when target's shape differs from input's; jaxloss does
 # the same. The fixture cases exercise that on purpose; test_broadcast_warns checks it.
@@ -39,9 +39,7 @@ def test_fixture_parity(case):
     assert_parity(case)
 
 
-# Under an outer jit on the float64 cases (the strict tolerance): what jit can change
-# is the tracing path (checks on concrete values, Python branches), not the dtype.
-@pytest.mark.parametrize("case", [c for c in case_params("regression") if c.id.endswith("/float64")])
+@pytest.mark.parametrize("case", case_params("regression", dtype=JIT_DTYPE))
 def test_fixture_parity_under_jit(case):
     assert_parity(case, transform=jax.jit)
 
