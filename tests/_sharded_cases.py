@@ -236,6 +236,7 @@ def spec_str(sharding) -> str:
 def run(kinds=("Auto", "Explicit")) -> dict:
     """kind -> case name -> result. The plain-array run of each case is shared by the kinds."""
     out = {kind: {} for kind in kinds}
+    meshes = {kind: jax.make_mesh((2, 2), ("data", "model"), axis_types=(getattr(AxisType, kind),) * 2) for kind in kinds}
     for name, (fn, arrays, specs) in cases().items():
         diff = tuple(i for i, a in enumerate(arrays) if np.asarray(a).dtype.kind == "f")
         f = jax.jit(jax.value_and_grad(fn, argnums=diff))
@@ -245,8 +246,7 @@ def run(kinds=("Auto", "Explicit")) -> dict:
             for kind in kinds:
                 out[kind][name] = {"ok": False, "error": f"unsharded: {type(e).__name__}: {e}"[:2000]}
             continue
-        for kind in kinds:
-            mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(getattr(AxisType, kind),) * 2)
+        for kind, mesh in meshes.items():
             try:
                 placed = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip(arrays, specs)]
                 v1, g1 = f(*placed)
@@ -276,7 +276,7 @@ if __name__ == "__main__":
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
     jax.config.update("jax_platforms", "cpu")
     # As in tests/conftest.py: compiling dominates, and the optimisation passes change no
-    # value. The partitioner runs either way; the collectives counted are the same.
+    # value. The partitioner runs either way (see the module docstring).
     if os.environ.get("JAXLOSS_TEST_OPTIMIZED", "") in ("", "0"):
         jax.config.update("jax_disable_most_optimizations", True)
     result = {"devices": jax.device_count(), **run()}
