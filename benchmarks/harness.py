@@ -101,13 +101,23 @@ def measure_side_by_side(
     compiled and warmed up, then every round times one call of each, so that a change
     in the machine's load during the measurement hits all of them alike. Each round
     starts one case later than the one before (round ``r`` runs cases ``r % k, r % k + 1,
-    ...``), so that no case always runs right after the same other one: the call
-    after another library's pays for what that library leaves behind (its threads
-    still spinning, a cache full of its buffers; measured on a 2-core CPU: a 3 ms
-    call that always followed torch's ran 2x slower). Rounds go on until ``repeats``
-    and, while the timed calls add up to less than ``min_time`` per case, up to
-    ``max_repeats``. One result per case, as :func:`measure` gives."""
+    ...``), so that no case is always first. Rounds go on until ``repeats`` and, while
+    the timed calls add up to less than ``min_time`` per case, up to ``max_repeats``.
+    One result per case, as :func:`measure` gives, with the per-round times in
+    ``times_s``.
+
+    Before each timed call the process is left to go quiet (:func:`settle`): the call
+    after another library's paid for what that one left behind, its threads still
+    spinning or its runtime still freeing buffers after the call returned (measured
+    on a 2-core CPU: a 3 ms call that always followed torch's ran 2x slower; after
+    optax's label-smoothed cross entropy, with 1.5 GiB of temporaries, one core stayed
+    busy for up to 180 ms and the next call ran up to 2x slower). The rotation alone
+    does not make that fair: in a round each case follows the same one as in every
+    other round, except where it comes first, so with three cases the one after
+    optax's followed it in two rounds of three, the others in one (a 1.07x ratio of
+    jaxloss's smoothed call to its plain call read as 1.2-1.6x)."""
     results: list[dict[str, Any]] = []
+    last = 0.0  # seconds the latest call took
     for case in cases:
         result: dict[str, Any] = {
             "loss": case.loss,
@@ -123,7 +133,9 @@ def measure_side_by_side(
             case.compile()
             result["compile_s"] = time.perf_counter() - t0
         for _ in range(warmup):
+            t0 = time.perf_counter()
             _block(case.run())
+            last = time.perf_counter() - t0
         results.append(result)
     times: list[list[float]] = [[] for _ in cases]
     outs: list[Any] = [None] * len(cases)
@@ -133,20 +145,51 @@ def measure_side_by_side(
         for j in range(len(cases)):
             i = (rounds + j) % len(cases)
             case = cases[i]
+            # a window of half the last call's time, within 1-10 ms: what a call leaves
+            # behind grows with it, and small calls are timed hundreds of times
+            settle(window=min(0.01, max(0.001, last / 2)))
             t0 = time.perf_counter()
             outs[i] = _block(case.run())
-            times[i].append(time.perf_counter() - t0)
+            last = time.perf_counter() - t0
+            times[i].append(last)
         rounds += 1
     for case, result, ts, out in zip(cases, results, times, outs):
         result["value"] = loss_value(out)
         result["median_s"] = statistics.median(ts)
         result["min_s"] = min(ts)
         result["repeats"] = len(ts)
+        result["times_s"] = list(ts)
         if case.temp_bytes is not None:
             result["temp_bytes"] = case.temp_bytes()
         if case.extra is not None:
             result.update(case.extra())
     return results
+
+
+def settle(*, window: float = 0.01, busy: float = 0.2, max_wait: float = 1.0) -> float:
+    """Wait until this process's other threads have been quiet for one ``window``
+    (seconds): together they used under ``busy`` of one core's time in it (a
+    runtime's deallocation, worker threads still spinning). The calling thread
+    spins meanwhile rather than sleeping: measured on a 2-core VM, calls timed
+    after a sleep ran slower and spread wider (an idle virtual CPU comes back cold).
+    Gives up after ``max_wait`` seconds. Returns the seconds waited. Threads running
+    Python code wait for the GIL, which the spin holds, so what counts is native work
+    (XLA's, torch's). Other processes do not count: a busy machine slows every case
+    alike, which the rounds spread out.
+
+    The kernel adds up a running thread's CPU time at its timer ticks (every 4 ms
+    on the development VM; 1-10 ms elsewhere), so a window much shorter than a tick
+    can read a busy thread as idle.
+    """
+    start = time.perf_counter()
+    while True:
+        p0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
+        while time.perf_counter() - w0 < window:
+            pass
+        elapsed = time.perf_counter() - w0
+        others = (time.process_time() - p0) - (time.thread_time() - t0)
+        if others < busy * elapsed or time.perf_counter() - start >= max_wait:
+            return time.perf_counter() - start
 
 
 def jax_case(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from benchmarks import cli, harness, suites
 
 # A size every suite understands (each suite keeps the keys it uses).
 TINY = {"N": 8, "V": 16, "C": 6, "D": 5, "C_ml": 4, "H": 4, "W": 4, "T": 12, "S": 3}
-RESULT_KEYS = {"loss", "variant", "impl", "mode", "size", "suite", "median_s", "min_s", "repeats", "value"}
+RESULT_KEYS = {"loss", "variant", "impl", "mode", "size", "suite", "median_s", "min_s", "repeats", "times_s", "value"}
 
 
 def _run(tmp_path, *args):
@@ -255,7 +256,7 @@ def test_measure_repeats_until_min_time():
 def test_measure_side_by_side_takes_turns():
     """The implementations of a group are compiled and warmed up first, then timed in
     turns, each round starting one case later (a b c, b c a, c a b, a b c), so that no
-    case always follows the same one; each result has its own call count and value.
+    case is always first; each result has its own call count, per-call times and value.
     A case's ``min_repeats`` raises the rounds of its whole group."""
     log = []
 
@@ -274,3 +275,52 @@ def test_measure_side_by_side_takes_turns():
     assert (ra["impl"], ra["value"], ra["repeats"]) == ("a", 1.0, 4)
     assert (rb["impl"], rb["value"], rb["repeats"]) == ("b", 2.0, 4)
     assert (rc["impl"], rc["value"], rc["repeats"]) == ("c", 3.0, 4)
+    for r in (ra, rb, rc):
+        assert len(r["times_s"]) == r["repeats"]
+        assert r["median_s"] == statistics.median(r["times_s"]) and r["min_s"] == min(r["times_s"])
+
+
+def _native_worker():
+    """A thread that hashes 512 MiB in one call (outside the GIL, as a runtime's
+    native work is; a Python loop would wait for the GIL that settle's spin holds).
+    Returns ``(thread, started, finished_at)``; ``finished_at`` gets the end time."""
+    import hashlib
+    import threading
+    import time
+
+    data = bytes(512 << 20)
+    started, finished_at = threading.Event(), []
+
+    def work():
+        started.set()
+        hashlib.sha256(data).digest()
+        finished_at.append(time.perf_counter())
+
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait()
+    time.sleep(0.02)  # into the hash
+    return t, finished_at
+
+
+def test_settle_waits_while_another_thread_works():
+    """``settle`` (run before every timed call) does not return while another thread of
+    the process works, and returns soon once the process is idle."""
+    import time
+
+    t, finished_at = _native_worker()
+    harness.settle(window=0.02, max_wait=30.0)
+    returned = time.perf_counter()
+    t.join()
+    assert returned > finished_at[0], "settle returned while the other thread still worked"
+    assert harness.settle(window=0.02, max_wait=30.0) < 30.0  # an idle process: a quiet window, not the cap
+
+
+def test_settle_gives_up_after_max_wait():
+    import time
+
+    t, finished_at = _native_worker()
+    waited = harness.settle(window=0.02, max_wait=0.05)
+    returned = time.perf_counter()
+    t.join()
+    assert waited >= 0.05 and returned < finished_at[0], (waited, returned, finished_at)
