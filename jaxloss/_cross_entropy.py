@@ -359,7 +359,10 @@ def _bf16_weighted_class_sum(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
     """:math:`\\sum_c w_c x_c` along ``ax`` for bf16 ``x`` and float32 ``w``, in float32.
 
     :func:`_bf16_split_matvec`: a broadcast weight times a widened ``x`` would be
-    materialised as a float32 ``x``-sized buffer. Where that gives NaN (an infinite
+    materialised as a float32 ``x``-sized buffer (in cross_entropy's program XLA
+    shares the broadcast weight with the gradient's term; measured on CPU at
+    N=4096, C=32768: 512 MiB of temp, and, with the two kept apart, the weighted
+    reduction took 410 ms where alone it takes 17). Where that gives NaN (an infinite
     logit meets a zero split term, or a NaN logit), the sum is taken again the plain
     way, which gives IEEE's answer: ``-inf`` for a ``-inf`` logit with a positive
     weight, NaN with a zero weight, as torch's ``weight * log_softmax``. The check is
