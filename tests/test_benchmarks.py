@@ -289,7 +289,8 @@ def test_measure_side_by_side_takes_turns():
 def _native_worker():
     """A thread that hashes 512 MiB in one call (outside the GIL, as a runtime's
     native work is; a Python loop would wait for the GIL that settle's spin holds).
-    Returns ``(thread, started, finished_at)``; ``finished_at`` gets the end time."""
+    Returns ``(thread, finished_at)`` once the hash has begun; ``finished_at`` gets
+    the end time."""
     import hashlib
     import threading
     import time

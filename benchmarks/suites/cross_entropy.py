@@ -96,7 +96,7 @@ def _ce_class_cases(ce, size, *, variants, modes, dtype="float32", torch_modes=N
         elif variant == f"label_smoothing={SMOOTHING}":
             jl = lambda x, y, yi, w: ce(x, y, label_smoothing=SMOOTHING)  # noqa: E731
 
-            def ox(x, y, yi, w):  # (dropped below without ``with_optax``)
+            def ox(x, y, yi, w):
                 onehot = jax.nn.one_hot(y, x.shape[-1], dtype=x.dtype)
                 return optax.losses.softmax_cross_entropy(x, optax.losses.smooth_labels(onehot, SMOOTHING)).mean()
 
@@ -109,8 +109,6 @@ def _ce_class_cases(ce, size, *, variants, modes, dtype="float32", torch_modes=N
             )
         else:  # pragma: no cover - a typo in this file
             raise ValueError(variant)
-        if not with_optax:
-            ox = None
         # the options' cost, timed side by side with the plain call in the same dtype
         plain = (lambda x, y, yi, w: ce(x, y)) if variant != "" else None
         if dtype != "float32":
@@ -120,7 +118,7 @@ def _ce_class_cases(ce, size, *, variants, modes, dtype="float32", torch_modes=N
             size,
             data,
             jaxloss=jl,
-            optax=ox,
+            optax=ox if with_optax else None,
             torch=th if F else None,
             variant=variant,
             modes=modes,
