@@ -175,7 +175,8 @@ def settle(*, window: float = 0.01, busy: float = 0.2, max_wait: float = 1.0) ->
     Gives up after ``max_wait`` seconds. Returns the seconds waited. Threads running
     Python code wait for the GIL, which the spin holds, so what counts is native work
     (XLA's, torch's). Other processes do not count: a busy machine slows every case
-    alike, which the rounds spread out.
+    alike, which the rounds spread out (and a thread they starve of the CPU reads as
+    idle).
 
     The kernel adds up a running thread's CPU time at its timer ticks (every 4 ms
     on the development VM; 1-10 ms elsewhere), so a window much shorter than a tick

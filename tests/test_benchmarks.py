@@ -287,7 +287,7 @@ def test_measure_side_by_side_takes_turns():
 
 
 def _native_worker():
-    """A thread that hashes 512 MiB in one call (outside the GIL, as a runtime's
+    """A thread that hashes 1 GiB in one call (outside the GIL, as a runtime's
     native work is; a Python loop would wait for the GIL that settle's spin holds).
     Returns ``(thread, finished_at)`` once the hash has begun; ``finished_at`` gets
     the end time."""
@@ -295,7 +295,7 @@ def _native_worker():
     import threading
     import time
 
-    data = bytes(512 << 20)
+    data = bytes(1 << 30)  # zero pages: read, never resident
     started, finished_at = threading.Event(), []
 
     def work():
@@ -316,18 +316,21 @@ def test_settle_waits_while_another_thread_works():
     import time
 
     t, finished_at = _native_worker()
-    harness.settle(window=0.02, max_wait=30.0)
+    # Windows of 0.1 s (the benchmark's are 1-10 ms): under the suite's parallel workers
+    # the hashing thread shares the 2 cores with other processes, and in a 20 ms window
+    # it once got under 20% of a core, which settle reads as quiet (CI, one run of four).
+    harness.settle(window=0.1, max_wait=30.0)
     returned = time.perf_counter()
     t.join()
     assert returned > finished_at[0], "settle returned while the other thread still worked"
-    assert harness.settle(window=0.02, max_wait=30.0) < 30.0  # an idle process: a quiet window, not the cap
+    assert harness.settle(window=0.1, max_wait=30.0) < 30.0  # an idle process: a quiet window, not the cap
 
 
 def test_settle_gives_up_after_max_wait():
     import time
 
     t, finished_at = _native_worker()
-    waited = harness.settle(window=0.02, max_wait=0.05)
+    waited = harness.settle(window=0.1, max_wait=0.3)  # windows: see the test above
     returned = time.perf_counter()
     t.join()
-    assert waited >= 0.05 and returned < finished_at[0], (waited, returned, finished_at)
+    assert waited >= 0.3 and returned < finished_at[0], (waited, returned, finished_at)
