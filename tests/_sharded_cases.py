@@ -59,6 +59,18 @@ def cases():
             [f32(N, C), y % C, np.abs(f32(C))],
             [row, row, P()],
         ),
+        # 256 classes: float32 "mean"/"sum" shift by the picked logit (with explicit axes only
+        # where the classes are not sharded)
+        "cross_entropy_picked_shift": (
+            lambda a, b, w: J.cross_entropy(a, b, weight=w, label_smoothing=0.1),
+            [f32(N, 256), rng.integers(0, 256, N), np.abs(f32(256))],
+            [row, row, P()],
+        ),
+        "cross_entropy_picked_shift_class_sharded": (
+            lambda a, b: J.cross_entropy(a, b, reduction="sum"),
+            [f32(N, 256), rng.integers(0, 256, N)],
+            [rows, row],
+        ),
         "cross_entropy_class_sharded": (lambda a, b: J.cross_entropy(a, b), [f32(N, 4), y4], [rows, row]),
         "cross_entropy_class_sharded_options": (
             lambda a, b, w: J.cross_entropy(a, b, weight=w, ignore_index=1, label_smoothing=0.2),
