@@ -536,11 +536,14 @@ def _bf16_total(static, x, target, weight, label_smoothing):
     of the losses). Another cotangent ``c`` gives ``bf16(c * g)``, a second
     rounding (within 1.5 bf16 ulp of the exact product, against 0.5 for ``c = 1``).
     Tangents of ``weight`` and ``label_smoothing`` are autodiff's. Second
-    derivatives differentiate the formula.
+    derivatives differentiate the formula. From 2048 classes (see
+    :func:`_takes_picked_shift`) the normaliser is :func:`_picked_normaliser`'s,
+    which saves the pass for the row max.
     """
     ignore_index, reduction, out_dtype = static
     return _indices_total(
-        x, target, weight, label_smoothing, ignore_index=ignore_index, reduction=reduction, out_dtype=out_dtype
+        x, target, weight, label_smoothing, ignore_index=ignore_index, reduction=reduction, out_dtype=out_dtype,
+        normaliser=_picked_normaliser(x, target, _class_axis(x)) if _takes_picked_shift(x) else None,
     )
 
 
@@ -550,9 +553,14 @@ def _bf16_total_jvp(static, primals, tangents):
     tx, _, tw, te = tangents
     ax = _class_axis(x)
     C = x.shape[ax]
-    m = jax.lax.stop_gradient(_row_max(x, ax))
+    if _takes_picked_shift(x):
+        # shifted by the picked logit: no pass for the row max (191 against 200 ms at
+        # N=4096, C=32768, side by side)
+        m, s = _picked_normaliser(x, target, ax)
+    else:
+        m = jax.lax.stop_gradient(_row_max(x, ax))
+        s = jnp.log(_exp_sum(x, m, ax))
     cdt = m.dtype
-    s = jnp.log(_exp_sum(x, m, ax))
     kw = {"ignore_index": ignore_index, "reduction": reduction, "out_dtype": out_dtype}
     total = _indices_total(x, target, weight, eps, normaliser=(m, s), **kw)
     out = jnp.zeros((), out_dtype)
@@ -593,23 +601,30 @@ def _unless(ok: jax.Array, fast, slow):
     return jax.lax.while_loop(lambda c: jnp.logical_not(c[0]), lambda c: (jnp.ones((), bool), slow()), (ok, fast))[1]
 
 
-# The class counts from which float32/64 logits take the picked-logit shift (_picked_total),
-# class axis last and otherwise. Measured on a 2-core CPU (value_and_grad, side by side): with
-# fewer classes the gather of the picked logits costs more than the row max it saves (21
-# classes: 3.0 against 2.2 ms at N=65536; (16, 512, 32, 16): 16 against 10 ms), with more the
-# shift saves 4-10% (256 class-last: 19.7 against 21.6 ms; (8, 8192, 256): 45 against 47 ms).
+# The class counts from which float32/64 logits (_picked_total) and bf16 logits (_bf16_total)
+# take the picked-logit shift, class axis last and otherwise. Measured on a 2-core CPU in
+# float32 (value_and_grad, side by side): with fewer classes the gather of the picked logits
+# costs more than the row max it saves (21 classes: 3.0 against 2.2 ms at N=65536;
+# (16, 512, 32, 16): 16 against 10 ms), with more the shift saves 4-10% (256 class-last:
+# 19.7 against 21.6 ms; (8, 8192, 256): 45 against 47 ms). bf16 logits, class axis last, from
+# 2048 classes: below, the gradient was slower (256 classes: 5.1 against 4.6 ms at
+# N=16384); from 2048 on within the noise or faster (C=32768: 198 against 207 ms), and the
+# value alone 10-20% faster.
 PICKED_MIN_CLASSES_LAST = 256
+PICKED_MIN_CLASSES_LAST_BF16 = 2048
 PICKED_MIN_CLASSES_OTHER = 4096
 
 
 def _takes_picked_shift(x: jax.Array) -> bool:
-    """Whether float32/64 ``x`` has the classes for :func:`_picked_total`. Not for logits
+    """Whether ``x`` has the classes for the picked-logit shift. Not for logits
     explicitly sharded along the classes: their picked logit is a masked sum over the
     classes (:func:`_pick`), a pass as long as the row max's, so nothing would be saved."""
     ax = _class_axis(x)
     if S.is_sharded(x, ax):
         return False
-    return x.shape[ax] >= (PICKED_MIN_CLASSES_LAST if ax == x.ndim - 1 else PICKED_MIN_CLASSES_OTHER)
+    if ax != x.ndim - 1:
+        return x.shape[ax] >= PICKED_MIN_CLASSES_OTHER
+    return x.shape[ax] >= (PICKED_MIN_CLASSES_LAST_BF16 if x.dtype == jnp.bfloat16 else PICKED_MIN_CLASSES_LAST)
 
 
 def _picked_shift(x: jax.Array, target: jax.Array, ax: int) -> jax.Array:
@@ -622,16 +637,28 @@ def _picked_shift(x: jax.Array, target: jax.Array, ax: int) -> jax.Array:
     return jnp.expand_dims(_pick(x, safe, ax), ax).astype(compute_dtype(x.dtype))
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _picked_normaliser(x: jax.Array, target: jax.Array, ax: int) -> tuple[jax.Array, jax.Array]:
-    """(r, s) with logsumexp(x) = r + s along ``ax`` (kept dims), as :func:`_log_normaliser`
-    but in one read of ``x``: ``r`` is the picked logit (:func:`_picked_shift`) rather
-    than the row max, which needs a pass of its own. Where any row's sum overflows (a
-    logit more than about 88 above the target's in float32) or is not finite, every
-    row takes :func:`_log_normaliser`'s ``(m, s)`` instead, so non-finite logits behave
-    exactly as there. Primal only: no tangent may flow through it (see :func:`_unless`)."""
+    """(r, s) with logsumexp(x) = r + s along ``ax`` (kept dims, compute dtype), as
+    :func:`_log_normaliser` but in one read of ``x``: ``r`` is the picked logit
+    (:func:`_picked_shift`) rather than the row max, which needs a pass of its own.
+    Where any row's sum overflows (a logit more than about 88 above the target's in
+    float32) or is not finite, every row takes :func:`_log_normaliser`'s ``(m, s)``
+    instead, so non-finite logits behave exactly as there.
+
+    Its tangents are :func:`_log_normaliser`'s (zero for ``r``, that of the
+    log-normaliser for ``s``; callers use ``r`` only where its value cancels), so that
+    no tangent goes through the fallback's loop (see :func:`_unless`)."""
     r = _picked_shift(x, target, ax)
     z = _exp_sum(x, r, ax)
     return _unless(jnp.all(jnp.isfinite(z)), (r, jnp.log(z)), lambda: _log_normaliser(x, ax))
+
+
+@_picked_normaliser.defjvp
+def _picked_normaliser_jvp(ax, primals, tangents):
+    x, target = primals
+    _, dms = jax.jvp(lambda x: _log_normaliser(x, ax), (x,), (tangents[0],))
+    return _picked_normaliser(x, target, ax), dms
 
 
 def _grad_from(p, normaliser, static, x, target, weight, eps):
@@ -774,9 +801,9 @@ def cross_entropy(
 
     :math:`-\log p_{n,c}` is computed as :math:`(m_n - x_{n,c}) + \log\sum_c
     e^{x_{n,c} - m_n}` with :math:`m_n` the row maximum, in at least float32, so
-    logits of any magnitude are exact to rounding. float32/64 logits with class
-    indices, ``"mean"``/``"sum"`` and at least 256 classes (4096 where the class
-    axis is not last) take :math:`m_n` to be the target's logit instead, which
+    logits of any magnitude are exact to rounding. float32/64 and bf16 logits with
+    class indices, ``"mean"``/``"sum"`` and at least 256 classes (bf16: 2048; 4096
+    where the class axis is not last) take :math:`m_n` to be the target's logit instead, which
     saves the pass over the logits for the maximum (the sum is then
     at least 1); if any row's sum overflows (a logit more than about 88 above the
     target's, in float32) or is not finite, every row is recomputed with the row

@@ -25,16 +25,27 @@ def test_fixture_parity(case):
 
 @pytest.fixture
 def picked_everywhere(monkeypatch):
-    """float32/64 "mean"/"sum" calls take the picked-logit shift (_picked_total) at every
-    class count, not only from 256 classes on (4096 with the class axis not last), for
-    fresh traces; the caches are cleared again afterwards."""
+    """float32/64 and bf16 "mean"/"sum" calls take the picked-logit shift at every class
+    count, not only from 256 classes on (bf16: 2048; 4096 with the class axis not
+    last), for fresh traces; the caches are cleared again afterwards."""
     from jaxloss import _cross_entropy as impl
 
     jax.clear_caches()
     monkeypatch.setattr(impl, "PICKED_MIN_CLASSES_LAST", 1)
+    monkeypatch.setattr(impl, "PICKED_MIN_CLASSES_LAST_BF16", 1)
     monkeypatch.setattr(impl, "PICKED_MIN_CLASSES_OTHER", 1)
     yield impl
     jax.clear_caches()
+
+
+@pytest.fixture(params=["row_max", "picked"])
+def either_shift(request, monkeypatch):
+    """Both shifts at small class counts: the row max (the default there) and the picked
+    logit (as ``picked_everywhere``)."""
+    if request.param == "picked":
+        yield request.getfixturevalue("picked_everywhere")
+    else:
+        yield None
 
 
 @pytest.mark.parametrize("case", case_params("cross_entropy", dtype=JIT_DTYPE))
@@ -46,15 +57,15 @@ def test_fixture_parity_under_jit(case, picked_everywhere):
 
 def test_picked_shift_from_256_classes_or_4096_off_the_last_axis():
     """Which calls take the picked-logit shift (a while loop for its fallback, in the
-    jaxpr): float32/64 class-index "mean"/"sum" with enough classes."""
+    jaxpr): float32/64 and bf16 class-index "mean"/"sum" with enough classes."""
 
     def picks(shape, dtype=jnp.float32, reduction="mean"):
         x = jnp.zeros(shape, dtype)
         t = jnp.zeros(shape[:1] + shape[2:] if len(shape) > 1 else (), jnp.int32)
         return "while" in str(jax.make_jaxpr(lambda x: L.cross_entropy(x, t, reduction=reduction))(x))
 
-    assert picks((4, 256)) and picks((256,)) and picks((4, 256), reduction="sum")
-    assert not picks((4, 255)) and not picks((4, 256), reduction="none") and not picks((4, 256), jnp.bfloat16)
+    assert picks((4, 256)) and picks((256,)) and picks((4, 256), reduction="sum") and picks((4, 2048), jnp.bfloat16)
+    assert not picks((4, 255)) and not picks((4, 256), reduction="none") and not picks((4, 2047), jnp.bfloat16)
     assert picks((2, 4096, 3)) and not picks((2, 4095, 3)) and not picks((2, 256, 3))
     with jax.enable_x64(True):
         assert picks((4, 256), jnp.float64) and not picks((4, 256), jnp.float16)
@@ -420,7 +431,7 @@ def _bf16_spacing(ref):
 
 
 @pytest.mark.parametrize("layout", sorted(_BF16_LAYOUTS))
-def test_bf16_written_out_gradient_keeps_every_derivative(layout):
+def test_bf16_written_out_gradient_keeps_every_derivative(layout, either_shift):
     """Through _bf16_total: gradients w.r.t. weight and label_smoothing, a cotangent
     other than 1 (a second rounding: within 1.5 ulp), forward mode, vmap(grad) and a
     Hessian-vector product all agree with the float32 computation."""
@@ -452,6 +463,9 @@ def test_bf16_written_out_gradient_keeps_every_derivative(layout):
     hvp = jax.jvp(jax.grad(lambda x: f(x, w, e)), (xl,), (v,))[1]
     hvp_ref = jax.jvp(jax.grad(lambda x: f(x, w, e)), (x32,), (v.astype(jnp.float32),))[1]
     np.testing.assert_allclose(np.asarray(hvp, np.float32), hvp_ref, rtol=2e-2, atol=2e-2 * float(jnp.max(jnp.abs(hvp_ref))))
+    # reverse over reverse (the same Hessian-vector product)
+    rr = jax.grad(lambda x: jnp.vdot(jax.grad(lambda x: f(x, w, e))(x).astype(jnp.float32), v.astype(jnp.float32)))(xl)
+    np.testing.assert_allclose(np.asarray(rr, np.float32), hvp_ref, rtol=2e-2, atol=2e-2 * float(jnp.max(jnp.abs(hvp_ref))))
 
     batch = jnp.stack([xl, (xl.astype(jnp.float32) * 0.5).astype(jnp.bfloat16)])
     gb = jax.vmap(jax.grad(lambda x: f(x, w, e)))(batch)
@@ -460,7 +474,7 @@ def test_bf16_written_out_gradient_keeps_every_derivative(layout):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_bf16_written_out_gradient_edge_cases_match_autodiff(reduction):
+def test_bf16_written_out_gradient_edge_cases_match_autodiff(reduction, either_shift):
     """Every target ignored (mean: 0/0), a zero total weight over kept targets, and an
     out-of-range target inside jit: the value and where the gradient is NaN or exactly
     zero are those of autodiff of the per-sample losses; the finite gradient is the
@@ -997,6 +1011,22 @@ def test_picked_shift_falls_back_where_a_float32_row_overflows(reduction, picked
             # the gradient is float32 throughout (each entry a few roundings of 6e-8 relative,
             # and its sums over the classes), hence 10x the value's rtol
             np.testing.assert_allclose(g, g_ref, rtol=10 * tol, atol=tol * float(np.abs(g_ref).max()))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_picked_shift_bf16_row_overflow_falls_back(reduction, picked_everywhere):
+    """bf16 logits with one 100 above the target's (past float32's exp): the value is the
+    float32 value of the widened logits and the gradient their float32 gradient rounded
+    to bf16 once, as without the shift (without the fallback: inf and NaN)."""
+    x, t, w = _picked_case("2d", dtype=np.float32)
+    xl = _overflowing(x, t, 100.0).astype(jnp.bfloat16)
+    for wt, eps in ((None, 0.0), (w, 0.2)):
+        f = lambda x: L.cross_entropy(x, t, weight=wt, label_smoothing=eps, reduction=reduction).astype(jnp.float32)  # noqa: E731
+        v, g = jax.jit(jax.value_and_grad(f))(xl)
+        v_ref, g_ref = jax.value_and_grad(f)(xl.astype(jnp.float32))
+        np.testing.assert_allclose(v, v_ref, rtol=1e-6 if wt is not None else 2.0**-8)
+        np.testing.assert_allclose(jax.jit(f)(xl), v_ref, rtol=1e-6 if wt is not None else 2.0**-8)
+        assert _bf16_ulps(g, g_ref).max() <= 0.5 + 2.0**-10
 
 
 def test_picked_shift_non_finite_logits_are_the_max_shifted_path(picked_everywhere):
