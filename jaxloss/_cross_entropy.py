@@ -192,6 +192,14 @@ def _log_normaliser_jvp(ax, primals, tangents):
     return (m, s), (jnp.zeros_like(m), jnp.sum(p * dx.astype(m.dtype), axis=ax, keepdims=True))
 
 
+def _max_normaliser(x: jax.Array, ax: int) -> tuple[jax.Array, jax.Array]:
+    """:func:`_log_normaliser`'s ``(m, s)`` written for autodiff, for rules whose second
+    derivatives differentiate a formula: ``m`` stopped, ``s`` the log of the sum of
+    ``exp(x - m)``."""
+    m = jax.lax.stop_gradient(_row_max(x, ax))
+    return m, jnp.log(_exp_sum(x, m, ax))
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _pick(x: jax.Array, idx: jax.Array, ax: int, finite_cotangent: bool = False) -> jax.Array:
     """``x[..., idx, ...]`` along ``ax`` (a gather), for in-range ``idx``.
@@ -558,8 +566,7 @@ def _bf16_total_jvp(static, primals, tangents):
         # N=4096, C=32768, side by side)
         m, s = _picked_normaliser(x, target, ax)
     else:
-        m = jax.lax.stop_gradient(_row_max(x, ax))
-        s = jnp.log(_exp_sum(x, m, ax))
+        m, s = _max_normaliser(x, ax)
     cdt = m.dtype
     kw = {"ignore_index": ignore_index, "reduction": reduction, "out_dtype": out_dtype}
     total = _indices_total(x, target, weight, eps, normaliser=(m, s), **kw)
@@ -677,9 +684,7 @@ def _grad_from(p, normaliser, static, x, target, weight, eps):
 def _max_shift_total_and_grad(static, x, target, weight, eps):
     """:func:`_picked_total_and_grad` shifted by the row max and written as a formula that
     autodiff can differentiate (the softmax is recomputed from ``x``)."""
-    ax = _class_axis(x)
-    m = jax.lax.stop_gradient(_row_max(x, ax))
-    s = jnp.log(_exp_sum(x, m, ax))
+    m, s = _max_normaliser(x, _class_axis(x))
     return _grad_from(jnp.exp(x - (m + s)), (m, s), static, x, target, weight, eps)
 
 

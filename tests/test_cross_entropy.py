@@ -748,13 +748,19 @@ def test_bf16_gradient_holds_no_float32_copy_of_the_logits(options, extra):
     # XLA's own buffer accounting (no timing): the bf16 value_and_grad must not hold
     # a float32 (N, C) copy of the logits (the bit-level gather and widening avoid it),
     # nor a broadcast class weight or a shared float32 convert (the smoothing sum).
-    N, C = 256, 4096
-    x, y = jax.ShapeDtypeStruct((N, C) + extra, jnp.bfloat16), jax.ShapeDtypeStruct((N,) + extra, jnp.int32)
+    x, temp = _value_and_grad_temp_bytes(jnp.bfloat16, options, extra)
+    assert temp < x.size * 4 // 4, temp
+
+
+def _value_and_grad_temp_bytes(dtype, options, extra, N=256, C=4096):
+    """(the logits' shape, XLA's temp bytes of cross_entropy's jitted value_and_grad) for
+    ``(N, C) + extra`` logits of ``dtype`` with ``options`` (a ``"weight"`` key: a
+    float32 class weight), compiled from shapes alone."""
+    x, y = jax.ShapeDtypeStruct((N, C) + extra, dtype), jax.ShapeDtypeStruct((N,) + extra, jnp.int32)
     w = jax.ShapeDtypeStruct((C,), jnp.float32)
     kw = dict(options)
     f = jax.jit(jax.value_and_grad(lambda x, y, w: L.cross_entropy(x, y, **{**kw, **({"weight": w} if "weight" in kw else {})})))
-    temp = f.lower(x, y, w).compile().memory_analysis().temp_size_in_bytes
-    assert temp < x.size * 4 // 4, temp
+    return x, f.lower(x, y, w).compile().memory_analysis().temp_size_in_bytes
 
 
 # --------------------------------------------- long class axes: two-stage reductions
@@ -1098,13 +1104,8 @@ def test_float32_gradient_is_written_over_the_exponentials(options, extra):
     # XLA's own buffer accounting (no timing): the float32 value_and_grad keeps no (N, C)
     # buffer beside the gradient, the max-shifted fallback included (it recomputes the
     # exponentials rather than keep them).
-    N, C = 256, 4096
-    x, y = jax.ShapeDtypeStruct((N, C) + extra, jnp.float32), jax.ShapeDtypeStruct((N,) + extra, jnp.int32)
-    w = jax.ShapeDtypeStruct((C,), jnp.float32)
-    kw = dict(options)
-    f = jax.jit(jax.value_and_grad(lambda x, y, w: L.cross_entropy(x, y, **{**kw, **({"weight": w} if "weight" in kw else {})})))
-    temp = f.lower(x, y, w).compile().memory_analysis().temp_size_in_bytes
-    if extra and "weight" in kw and "label_smoothing" in kw:
+    x, temp = _value_and_grad_temp_bytes(jnp.float32, options, extra)
+    if extra and "weight" in options and "label_smoothing" in options:
         # A known exception: with the class axis not last, XLA materialises the broadcast
         # weight times the shifted logits for the smoothing sum (one (N, C, d) buffer, as
         # before the picked shift); still within issue 6's bound of one such buffer.
