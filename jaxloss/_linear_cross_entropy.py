@@ -32,6 +32,23 @@ Two chunked implementations (``method=``):
     recomputed in the backward pass (8·N·D·C FLOPs for a value and gradient).
     Every transformation works at every order.
 
+``"tiled"``
+    Chunks of rows cut into tiles of classes, so that working memory is one
+    ``(rows, classes)`` tile however large the vocabulary. A row's gradient needs
+    its log-normaliser, which needs every class, so each chunk takes two passes
+    over its tiles: the first computes the log-normaliser (a running max and a
+    rescaled sum of exponentials), the second recomputes each tile's logits and
+    computes the loss terms and gradients from them. That is 8·N·D·C FLOPs for
+    a value and gradient (one logits matmul more than ``"fused"``), and the weight
+    gradient is updated once per chunk of rows (``TILED_ROWS`` rows by default,
+    against ``"fused"``'s 256 at 131072 classes). With ``"mean"``/``"sum"`` it is
+    ``"fused"``'s ``custom_jvp`` with tiled chunks; where a class weight, the
+    smoothing or a probability target is differentiated too, the chunks' logits
+    are computed whole (JAX's autodiff, as in ``"fused"``). With ``"none"`` it is
+    ``"checkpoint"``'s loop with tiled chunks, each tile rematerialised. A weight
+    sharded along the classes is not tiled (each device computes its shard's
+    logits of a chunk whole).
+
 ``"auto"`` (default) is ``"fused"`` for ``"mean"``/``"sum"`` and
 ``"checkpoint"`` for ``"none"`` (a per-sample cotangent cannot be applied to
 precomputed gradients, so there is nothing to fuse).
@@ -64,11 +81,12 @@ from jaxloss._cross_entropy import (
     _probability_losses,
     _wide_index,
     _row_max,
+    _scaled_minus,
 )
 from jaxloss._dtypes import compute_dtype, result_dtype
 from jaxloss._reduction import check_reduction, reduce
 
-METHODS: tuple[str, ...] = ("auto", "fused", "checkpoint")
+METHODS: tuple[str, ...] = ("auto", "fused", "checkpoint", "tiled")
 
 # Default chunking, measured on a 2-core AVX-512 CPU (value_and_grad, float32,
 # N=2048, D=1024, V=32768; seconds relative to the best): 128 rows 1.45x, 256 rows
@@ -111,6 +129,34 @@ def default_chunk_size(num_tokens: int, num_logits: int, platform: str | None = 
     return max(1, min(int(num_tokens), rows))
 
 
+# method="tiled": tiles of TILED_ROWS rows (at most) by about TILE_ELEMENTS / rows
+# classes. Measured on a 2-core AVX2 CPU (value_and_grad, float32, N=1024, D=1024,
+# V=131072, one chunk of 1024 rows): 512, 1024 and 2048 classes per tile took the
+# same time (6.9 s, the four matmuls' time); 512 kept the peak RSS growth within the
+# gradients plus 27 MB. Near-square tiles balance the input gradient's traffic
+# (its (rows, D) accumulator is read and written once per tile) against the weight
+# gradient's (read and written once per chunk of rows).
+TILE_ELEMENTS = 1 << 19
+TILED_ROWS = 1024
+
+
+def default_tile_size(num_rows: int, num_classes: int, positions: int = 1) -> int:
+    """The default number of classes per tile of ``method="tiled"``: about
+    ``TILE_ELEMENTS`` logits per ``(num_rows, classes, positions)`` tile, preferably a
+    divisor of ``num_classes`` (down to a quarter of that), at most ``num_classes``."""
+    return _divisor_near(num_classes, max(1, TILE_ELEMENTS // max(1, num_rows * positions)))
+
+
+def _divisor_near(total: int, target: int) -> int:
+    """``target`` (capped at ``total``), or the largest divisor of ``total`` between a
+    quarter of it and it: blocks that divide ``total`` are a free reshape."""
+    target = max(1, min(total, target))
+    for b in range(target, max(1, target // 4) - 1, -1):
+        if total % b == 0:
+            return b
+    return target
+
+
 def _platform(x) -> str:
     """The platform ``x`` will be computed on: its devices' if it is a placed array,
     else the default device's (``jax.default_device``) or JAX's default backend."""
@@ -134,6 +180,7 @@ class _Core(NamedTuple):
     ignore_index: int
     chunk: int
     precision: object = None  # every matmul's ``precision`` (see _check_precision)
+    tile: int = 0  # classes per tile (method "tiled"); 0: a chunk's logits are computed whole
 
 
 class _Spec(NamedTuple):
@@ -283,6 +330,237 @@ def _value_first(loss, valid_c, lse):
     return jnp.sum(loss), lse + jnp.expand_dims(zero, 1)
 
 
+# --- "tiled": tiles of rows by classes, two passes over the classes -------------------
+
+
+def _tile_scan(core: _Core, W2, b2, cw, body, carry, remat: bool = False):
+    """``carry = body(carry, lo, size, W_t, b_t, cw_t)`` for each tile of ``core.tile``
+    classes (``lo`` its first class; ``W_t`` its ``size * P`` weight rows, ``b_t`` and
+    ``cw_t`` its bias and class weights or None): a scan over the whole tiles, the
+    weight's blocks its xs (a free reshape), then one call for the last, shorter tile.
+    ``remat``: each tile's body is rematerialised (``jax.checkpoint``), so that
+    differentiating the loop keeps its carries per tile, not its logits."""
+    C, P, CB = core.C, core.P, core.tile
+    if remat:
+        body = jax.checkpoint(body, prevent_cse=False, static_argnums=(2,))
+    n_full, tail = divmod(C, CB)
+    D = W2.shape[1]
+
+    def cut(a, lo, hi, per):  # classes lo:hi of a per-class array (per rows each)
+        return None if a is None else jax.lax.slice_in_dim(a, lo * per, hi * per)
+
+    if n_full == 1:
+        carry = body(carry, 0, CB, cut(W2, 0, CB, P), cut(b2, 0, CB, P), cut(cw, 0, CB, 1))
+    elif n_full > 1:
+        n = n_full * CB
+        Wt = cut(W2, 0, n, P).reshape(n_full, CB * P, D)
+        bt = None if b2 is None else cut(b2, 0, n, P).reshape(n_full, CB * P)
+        ct = None if cw is None else cut(cw, 0, n, 1).reshape(n_full, CB)
+
+        # (An unsigned first class: see _backprop_chunk.)
+        def step(c, inp):
+            i, W_t, b_t, c_t = inp
+            return body(c, i * CB, CB, W_t, b_t, c_t), None
+
+        carry, _ = jax.lax.scan(step, carry, (jnp.arange(n_full, dtype=jnp.uint32), Wt, bt, ct))
+    if tail:
+        lo = n_full * CB
+        carry = body(carry, lo, tail, cut(W2, lo, C, P), cut(b2, lo, C, P), cut(cw, lo, C, 1))
+    return carry
+
+
+def _tile_logits(core: _Core, x_c, W_t, b_t, v_c, size: int):
+    """One tile's logits, ``(rows, size)`` (P = 1) or ``(rows, size, P)``: the class axis
+    is 1. With probability targets a masked row's logits are zero (as in
+    ``_losses_from_logits``)."""
+    z = _dot(x_c, W_t, ((1,), (1,)), core.precision)
+    if b_t is not None:
+        z = z + b_t
+    if core.P != 1:
+        z = z.reshape(x_c.shape[0], size, core.P)
+    if core.probs:
+        z = jnp.where(v_c.reshape((-1,) + (1,) * (z.ndim - 1)), z, 0)
+    return z
+
+
+def _tile_hit(core: _Core, safe, lo, size, ndim):
+    """Boolean ``class == target`` over one tile's classes (``safe``: clamped targets)."""
+    classes = jax.lax.optimization_barrier(jnp.arange(size, dtype=jnp.int32))
+    local = safe.astype(jnp.int32) - jnp.asarray(lo).astype(jnp.int32)
+    return classes.reshape((-1,) + (1,) * (ndim - 2)) == jnp.expand_dims(local, 1)
+
+
+def _tiled_normaliser(core: _Core, x_c, t_c, v_c, W2, b2, safe, remat: bool):
+    """The first pass over the classes: ``(m, s, picked)`` per row (and position), with
+    ``logsumexp = m + s``, ``m`` the row max (0 where it is -inf, as ``_row_max``), by
+    the running max and rescaled sum of exponentials; ``picked`` the target's logit
+    (class-index targets, else None). ``m`` carries no derivative."""
+    rows = x_c.shape[0]
+    shape = (rows,) if core.P == 1 else (rows, core.P)
+    cdt = x_c.dtype
+
+    def body(c, lo, size, W_t, b_t, _):
+        m, s, picked = c
+        z = _tile_logits(core, x_c, W_t, b_t, v_c, size)
+        new = jax.lax.stop_gradient(jnp.maximum(m, jnp.max(z, axis=1, initial=-jnp.inf)))
+        shift_old, shift = (jnp.where(a == -jnp.inf, 0, a) for a in (m, new))
+        # exponent <= 0 except after rows of -inf only (shift_old 0, s 0): clamped there.
+        s = s * jnp.exp(jnp.minimum(shift_old - shift, 0)) + jnp.sum(jnp.exp(z - jnp.expand_dims(shift, 1)), axis=1)
+        if picked is not None:
+            hit = _tile_hit(core, safe, lo, size, z.ndim)
+            picked = picked + jnp.sum(jnp.where(hit, z, jnp.zeros((), cdt)), axis=1)
+        return new, s, picked
+
+    init = (
+        S.zeros_like(x_c, shape=shape) - jnp.inf,
+        S.zeros_like(x_c, shape=shape),
+        None if core.probs else S.zeros_like(x_c, shape=shape),
+    )
+    m, s, picked = _tile_scan(core, W2, b2, None, body, init, remat)
+    return jnp.where(m == -jnp.inf, 0, m), jnp.log(s), picked
+
+
+def _tiled_chunk(
+    core: _Core, need: _Need | None, x_c, t_c, v_c, W2, b2, cw, eps, gW=None, gb=None, differentiable: bool = False
+):
+    """One chunk of rows, tiled: ``(per-row losses, gW, gx, gb)``.
+
+    The first pass gives each row's log-normaliser (``_tiled_normaliser``); the
+    second recomputes each tile's logits and, from them, the tile's part of the
+    losses (smoothing and probability-target sums) and, where ``need`` asks, its
+    gradient of the logits (``_loss_and_logit_grad``'s formula), then ``dL/dx`` (an
+    ``(rows, D)`` accumulator), the tile's rows of ``dL/dW`` (updated in place) and
+    of ``dL/db``. Working memory is one tile's logits. ``need=None``: the losses
+    only (the second pass runs only for smoothing or probability targets). The
+    losses are those of ``_losses_from_logits``, zero on masked rows.
+
+    ``differentiable`` (with ``need=None``): the losses are to be differentiated by
+    JAX (the checkpoint loop of "none"). The first pass is then behind a
+    stop_gradient, and the second pass carries the whole derivative: it picks the
+    target's logit again and adds to the log-normaliser the exact zero
+    :math:`\\sum_c p_c (z_c - z_c)` with the first :math:`z_c` differentiated, whose
+    derivative is the log-normaliser's. So each tile's logits get one cotangent,
+    contracted with the weight once, as on materialised logits: through two
+    matmuls, a -inf weight entry times a class's zero softmax would add NaN to the
+    input gradient where torch's is infinite."""
+    rows = x_c.shape[0]
+    C, P = core.C, core.P
+    cdt = x_c.dtype
+    if P == 1:
+        t_c = t_c.reshape((rows, C) if core.probs else (rows,))
+    shape = (rows,) if P == 1 else (rows, P)
+    grads = need is not None
+    e = None if eps is None else jnp.asarray(eps, cdt)
+    wc_total = None if cw is None else jnp.sum(cw.astype(cdt))
+    vshape = (rows,) + (1,) * (len(shape) - 1)
+    valid = v_c.reshape(vshape)
+
+    def expand(a):  # a row statistic, broadcast over a tile's classes
+        return jnp.expand_dims(a, 1)
+
+    if core.probs:
+        safe = None
+        m, s, _ = _tiled_normaliser(core, x_c, t_c, v_c, W2, b2, None, not grads)
+        m, s = (jax.lax.stop_gradient(a) for a in (m, s)) if differentiable else (m, s)
+        # q = w (t (1 - eps) + eps / C), and its row sum, for the gradient p * sum(q) - q
+        q_all = t_c if e is None else t_c * (1 - e) + e / C
+        if cw is not None:
+            q_all = q_all * _class_weight_view(cw.astype(cdt), q_all.ndim, 1)
+        q_total = jnp.sum(q_all * valid.reshape(vshape[:1] + (1,) + vshape[1:]).astype(cdt), axis=1)
+    else:
+        active, in_range, safe, w_t = _class_index_weights(t_c, cw, C, core.ignore_index, cdt)
+        m, s, picked = _tiled_normaliser(core, x_c, t_c, v_c, W2, b2, safe, not grads)
+        if differentiable:
+            m, s, picked = (jax.lax.stop_gradient(a) for a in (m, s, picked))
+        kept = active & in_range
+        b = jnp.where(kept, w_t, 0)
+        if e is not None:
+            r = jax.lax.stop_gradient(jnp.where(jnp.isfinite(picked), picked, m))
+            b = b * (1 - e)
+            g = jnp.where(kept, e / C, jnp.zeros((), cdt))
+            a = b + g * (C if cw is None else wc_total)
+    lse = m + s
+    second = grads or core.probs or e is not None or differentiable
+
+    def body(c, lo, size, W_t, b_t, cw_t):
+        c = dict(c)
+        z = _tile_logits(core, x_c, W_t, b_t, v_c, size)
+        wv = None if cw_t is None else _class_weight_view(cw_t.astype(cdt), z.ndim, 1)
+        if core.probs:
+            t_t = jax.lax.dynamic_slice_in_dim(t_c, lo, size, axis=1)
+            q = t_t if e is None else t_t * (1 - e) + e / C
+            q = q if wv is None else q * wv
+            c["acc"] = c["acc"] + jnp.sum(q * ((z - expand(m)) - expand(s)), axis=1)
+        elif e is not None:
+            shifted = z - expand(r)
+            c["acc"] = c["acc"] + jnp.sum(shifted if wv is None else wv * shifted, axis=1)
+        if differentiable:
+            p = jnp.exp(z - expand(lse))
+            # (z - z is NaN at an infinite z, whose softmax is 0 or NaN: there it is 0.)
+            zero = jnp.where(jnp.isfinite(z), z - jax.lax.stop_gradient(z), jnp.zeros((), cdt))
+            c["corr"] = c["corr"] + jnp.sum(p * zero, axis=1)
+            if not core.probs:
+                hit = _tile_hit(core, safe, lo, size, z.ndim)
+                c["picked"] = c["picked"] + jnp.sum(jnp.where(hit, z, jnp.zeros((), cdt)), axis=1)
+        if not grads:
+            return c
+        p = jnp.exp(z - expand(lse))
+        if core.probs:
+            # (Masked rows are zeroed by a product, as in _loss_and_logit_grad.)
+            dz = p * expand(q_total) - q * valid.reshape(vshape[:1] + (1,) + vshape[1:]).astype(cdt)
+        else:
+            hit = _tile_hit(core, safe, lo, size, z.ndim).astype(cdt)
+            if e is None:
+                dz = (p - hit) * expand(b)
+            else:
+                dz = p * expand(a) - hit * expand(b) - (expand(g) if wv is None else expand(g) * wv)
+        dz = dz.reshape(rows, size * P)
+        if need.b:
+            c["b"] = jax.lax.dynamic_update_slice_in_dim(
+                c["b"], jax.lax.dynamic_slice_in_dim(c["b"], lo * P, size * P) + jnp.sum(dz, axis=0), lo * P, 0
+            )
+        if need.W:
+            upd = _dot(dz, x_c, ((0,), (0,)), core.precision)
+            c["W"] = jax.lax.dynamic_update_slice_in_dim(
+                c["W"], jax.lax.dynamic_slice_in_dim(c["W"], lo * P, size * P) + upd, lo * P, 0
+            )
+        if need.x:
+            c["x"] = c["x"] + _dot(dz, W_t, ((1,), (0,)), core.precision)
+        return c
+
+    carry = {}
+    if core.probs or e is not None:
+        carry["acc"] = S.zeros_like(x_c, shape=shape)
+    if differentiable:
+        carry["corr"] = S.zeros_like(x_c, shape=shape)
+        if not core.probs:
+            carry["picked"] = S.zeros_like(x_c, shape=shape)
+    if grads:
+        for k, v in (("W", gW), ("b", gb)):
+            if getattr(need, k):
+                carry[k] = v
+        if need.x:
+            carry["x"] = S.zeros_like(x_c)
+    if second:
+        carry = _tile_scan(core, W2, b2, cw, body, carry, not grads)
+    if differentiable:  # (values unchanged: the correction is 0, the picked logits equal)
+        s = s + carry["corr"]
+        picked = None if core.probs else carry["picked"]
+    if core.probs:
+        loss = -carry["acc"]
+        if differentiable:
+            loss = loss + q_total * carry["corr"]
+    else:
+        loss = w_t * ((m - picked) + s)
+        if e is not None:
+            total = jnp.asarray(C, cdt) if cw is None else wc_total
+            smooth = (total * ((m - r) + s) - carry["acc"]) if cw is None else _scaled_minus(total, (m - r) + s, carry["acc"])
+            loss = (1 - e) * loss + (e / C) * smooth
+        loss = jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0)
+    loss = jnp.where(valid, loss, 0).reshape(rows, P)
+    return loss, carry.get("W"), carry.get("x"), carry.get("b")
+
+
 # --- "checkpoint": the chunked forward under jax.checkpoint, JAX's autodiff --------
 
 
@@ -291,6 +569,8 @@ def _chunked_losses(core: _Core, xs, W2, b2, cw, eps, ts, valid):
 
     @functools.partial(jax.checkpoint, prevent_cse=False)
     def chunk(x_c, t_c, v_c, W2, b2, cw, eps):
+        if core.tile:
+            return _tiled_chunk(core, None, x_c, t_c, v_c, W2, b2, cw, eps, differentiable=True)[0]
         return _losses_from_logits(core, _logits(core, x_c, W2, b2), cw, eps, t_c, v_c)
 
     def step(carry, inp):
@@ -324,11 +604,7 @@ def _weight_block(CP: int, D: int) -> int:
     of ``CP`` (between a quarter of that and all of it), so that the blocks are a free
     reshape of the weight; otherwise the remainder is a separate last block (and
     the weight's leading full blocks are sliced, a copy)."""
-    target = max(1, min(CP, W_BLOCK_ELEMENTS // max(D, 1)))
-    for b in range(target, max(1, target // 4) - 1, -1):
-        if CP % b == 0:
-            return b
-    return target
+    return _divisor_near(CP, W_BLOCK_ELEMENTS // max(D, 1))
 
 
 def _backprop_chunk(gW, dz, x_c, W2, need_x: bool, precision):
@@ -424,6 +700,16 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
         gb = jnp.sum(dz, axis=0) if need.b else None
         return s, dz, gb, dwrt
 
+    def tiled_step(carry, inp):
+        x_c, t_c, v_c = inp
+        loss, gW, gx, gb = _tiled_chunk(core, need, x_c, t_c, v_c, W2, b2, cw, eps, carry.get("W"), carry.get("b"))
+        acc = dict(carry, s=carry["s"] + jnp.sum(loss))
+        if need.W:
+            acc["W"] = gW
+        if need.b:
+            acc["b"] = gb
+        return acc, (gx, None)
+
     def step(carry, inp):
         x_c, t_c, v_c = inp
         s, dz, gb, dwrt = chunk(x_c, t_c, v_c, W2, b2, cw, eps)
@@ -449,7 +735,11 @@ def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
         init["cw"] = S.zeros_like(cw)
     if need.eps:
         init["eps"] = S.zeros_like(eps)
-    acc, (gx, gt) = jax.lax.scan(step, init, (xs, ts, valid))
+    # method="tiled" tiles the chunks where only the linear layer's arguments are
+    # differentiated; a class weight, smoothing or probability target differentiated
+    # too takes JAX's autodiff of a chunk's whole logits (above).
+    tiled = core.tile and not (need.cw or need.eps or need.t)
+    acc, (gx, gt) = jax.lax.scan(tiled_step if tiled else step, init, (xs, ts, valid))
     grads = {k: v for k, v in acc.items() if k != "s"}
     if need.x:
         grads["x"] = gx
@@ -464,6 +754,8 @@ def _fused_sum(core: _Core, xs, W2, b2, cw, eps, ts, valid):
 
     def step(total, inp):
         x_c, t_c, v_c = inp
+        if core.tile:
+            return total + jnp.sum(_tiled_chunk(core, None, x_c, t_c, v_c, W2, b2, cw, eps)[0]), None
         z = _logits(core, x_c, W2, b2)
         return total + jnp.sum(_losses_from_logits(core, z, cw, eps, t_c, v_c)), None
 
@@ -543,6 +835,10 @@ def _linear_cross_entropy(x, W2, b2, cw, target, eps, *, spec: _Spec):
     if method == "auto":
         method = "checkpoint" if spec.reduction == "none" else "fused"
     per_row = spec.reduction == "none" or method == "checkpoint"
+    if core.tile and S.is_sharded(W2, 0):
+        # A weight sharded along the classes: its tiles would be slices of a sharded
+        # axis; each device's chunk logits are its shard's, computed whole.
+        core = core._replace(tile=0)
     shards = S.row_shards(x)
     if shards > 1 and not S.is_sharded(W2, 0):
         # Rows explicitly sharded, the weight whole: each device runs the chunk loop over
@@ -713,13 +1009,22 @@ def linear_cross_entropy(
         default device's). If it
         does not divide N, the last chunk is the last ``chunk_size`` rows,
         its rows shared with the chunk before masked (no row is padded).
-      method: ``"auto"`` | ``"fused"`` | ``"checkpoint"`` (see the module
-        documentation): ``"fused"`` computes gradients in the forward pass
-        (fastest first-order path, forward mode supported); ``"checkpoint"``
-        rematerialises each chunk under JAX's own autodiff. ``"auto"`` is
-        ``"fused"`` for ``"mean"``/``"sum"`` and ``"checkpoint"`` for ``"none"``
-        (``"fused"`` with ``"none"`` also runs the checkpoint path). Both
-        support every transformation; forward mode needs no switch.
+        With ``method="tiled"``: ``rows`` or a ``(rows, classes)`` pair, the
+        classes per tile (``None``: ``TILED_ROWS`` = 1024 rows and
+        :func:`default_tile_size` classes, about 2 MiB of float32 logits per
+        tile); a shorter last tile takes the classes left.
+      method: ``"auto"`` | ``"fused"`` | ``"checkpoint"`` | ``"tiled"`` (see the
+        module documentation): ``"fused"`` computes gradients in the forward
+        pass (fastest first-order path, forward mode supported);
+        ``"checkpoint"`` rematerialises each chunk under JAX's own autodiff;
+        ``"tiled"`` cuts each chunk into tiles of classes, so that working
+        memory does not grow with the vocabulary, at the cost of a second
+        logits matmul (measured on CPU at N=1024, D=1024, C=131072: 1.16x
+        ``"fused"``'s time, peak memory the gradients plus about 30 MB, against
+        ``"fused"``'s 170 MB). ``"auto"`` is ``"fused"`` for ``"mean"``/``"sum"``
+        and ``"checkpoint"`` for ``"none"`` (``"fused"`` with ``"none"`` also runs
+        the checkpoint path). All support every transformation; forward mode
+        needs no switch.
       precision: the matmuls' precision, as ``jnp.matmul`` and
         ``jax.lax.dot_general`` take it (``None``, ``"highest"``, a
         ``jax.lax.Precision``, a pair of them or a ``jax.lax.DotAlgorithmPreset``);
@@ -790,6 +1095,19 @@ def linear_cross_entropy(
     V.check_scalar("label_smoothing", label_smoothing, lo=0.0, hi=1.0)
     if ignore_index is not None:
         ignore_index = V.require_static_int("ignore_index", ignore_index)
+    tile_size = None
+    if isinstance(chunk_size, (tuple, list)):
+        if method != "tiled":
+            raise ValueError(
+                f"chunk_size: a (rows, classes) pair is for method='tiled', got {tuple(chunk_size)!r} with "
+                f"method={method!r}; other methods take rows only"
+            )
+        if len(chunk_size) != 2:
+            raise ValueError(f"chunk_size: expected an int or a (rows, classes) pair, got {tuple(chunk_size)!r}")
+        chunk_size, tile_size = chunk_size
+        tile_size = V.require_static_int("chunk_size", tile_size)
+        if tile_size < 1:
+            raise ValueError(f"chunk_size: expected a positive number of classes per tile, got {tile_size}")
     if chunk_size is not None:
         chunk_size = V.require_static_int("chunk_size", chunk_size)
         if chunk_size < 1:
@@ -873,8 +1191,13 @@ def linear_cross_entropy(
         floats = (input, linear_weight, linear_bias, weight)
     out_dtype = result_dtype(*(a.dtype if a is not None else None for a in floats))
     smoothing = None if (isinstance(label_smoothing, (int, float)) and label_smoothing == 0) else label_smoothing
-    chunk = chunk_size if chunk_size is not None else default_chunk_size(N, C * P, _platform(input))
-    spec = _Spec(_Core(probs, C, P, ignore_index, chunk, precision), reduction, method, out_dtype)
+    tile = 0
+    if method == "tiled":
+        chunk = chunk_size if chunk_size is not None else max(1, min(N, TILED_ROWS))
+        tile = min(C, tile_size) if tile_size is not None else default_tile_size(min(N, chunk), C, P)
+    else:
+        chunk = chunk_size if chunk_size is not None else default_chunk_size(N, C * P, _platform(input))
+    spec = _Spec(_Core(probs, C, P, ignore_index, chunk, precision, tile), reduction, method, out_dtype)
     # Explicitly sharded arrays are replicated first (all-gathered; their gradients come
     # back with their own shardings), except the input's rows and the weight's (and
     # bias's) classes, which _linear_cross_entropy partitions. See the README, "Sharded

@@ -174,6 +174,32 @@ def cases():
             [f32(N, D), f32(8, D), y % 8],
             [row, cls, row],
         ),
+        # method="tiled": tiles of rows by classes (a weight sharded along the classes
+        # computes each device's chunk logits whole)
+        "linear_cross_entropy_rows_tiled_options": (
+            lambda a, w, bias, cw, b: J.linear_cross_entropy(
+                a, w, b, linear_bias=bias, weight=cw, label_smoothing=0.1, method="tiled", chunk_size=(3, 2)
+            ),
+            [f32(N, D), f32(C, D), f32(C), np.abs(f32(C)), y],
+            [row, P(), P(), P(), row],
+        ),
+        "linear_cross_entropy_rows_tiled_probs_kdim": (
+            lambda a, w, t: J.linear_cross_entropy(a, w, t, method="tiled", chunk_size=(3, 2)),
+            [f32(N, D), f32(C, 2, D), np.abs(f32(N, C, 2)) / 4],
+            [row, P(), row],
+        ),
+        "linear_cross_entropy_rows_tiled_none": (
+            lambda a, w, b: J.linear_cross_entropy(
+                a, w, b, reduction="none", label_smoothing=0.2, method="tiled", chunk_size=(3, 2)
+            ).sum(),
+            [f32(N, D), f32(C, D), y],
+            [row, P(), row],
+        ),
+        "linear_cross_entropy_rows_vocab_tiled": (
+            lambda a, w, b: J.linear_cross_entropy(a, w, b, method="tiled", chunk_size=(3, 2)),
+            [f32(N, D), f32(8, D), y % 8],
+            [row, cls, row],
+        ),
         # the rest: batch-sharded (and class-sharded where there is a class axis)
         "binary_cross_entropy": (
             lambda a, b, w: J.binary_cross_entropy(jax.nn.sigmoid(a), b, weight=w),

@@ -25,7 +25,13 @@ from tests import _checks
 from tests._fixtures import JAX_ADAPTERS, JIT_DTYPE, assert_parity, case_params, load_cases
 
 lce = jaxloss.linear_cross_entropy
-METHODS = ("fused", "checkpoint")
+METHODS = ("fused", "checkpoint", "tiled")
+
+
+def _chunks(method: str, rows: int, classes: int = 2):
+    """``chunk_size`` for ``method``: ``rows``, with tiles of ``classes`` classes for
+    "tiled" (2 of the 5 classes most tests have: two whole tiles and a shorter one)."""
+    return (rows, classes) if method == "tiled" else rows
 
 # ---------------------------------------------------------------- torch fixtures
 
@@ -45,7 +51,7 @@ def test_fixture_parity_under_jit(case):
 def test_fixture_parity_in_chunks_of_3(case, method, monkeypatch):
     """The fixtures have at most 7 rows: chunks of 3 leave a shorter last chunk.
     (Under jit: one program per case instead of a forward and a backward one.)"""
-    monkeypatch.setitem(JAX_ADAPTERS, "linear_cross_entropy", functools.partial(lce, chunk_size=3, method=method))
+    monkeypatch.setitem(JAX_ADAPTERS, "linear_cross_entropy", functools.partial(lce, chunk_size=_chunks(method, 3), method=method))
     assert_parity(case, transform=jax.jit)
 
 
@@ -122,6 +128,10 @@ _METHOD_REDUCTIONS = (
     ("fused", "sum"),
     ("checkpoint", "mean"),
     ("checkpoint", "sum"),
+    # "tiled" with "mean"/"sum", every argument differentiated, computes the chunks' logits
+    # whole: test_tiled_differentiated_options_take_whole_chunks; its tiles:
+    # test_tiled_gradients_of_the_linear_arguments.
+    ("tiled", "none"),
 )
 
 
@@ -143,7 +153,7 @@ def test_matches_cross_entropy_on_materialised_logits(kind, method, reduction):
     with jax.enable_x64(True):
         kw = {} if kind == "probs" else {"ignore_index": -100}
         (want,) = _value_and_grads([functools.partial(_materialised, **kw)], kind, reduction)
-        fns = [functools.partial(_lce, chunk_size=c, method=method) for c in CHUNK_SIZES]
+        fns = [functools.partial(_lce, chunk_size=_chunks(method, c), method=method) for c in CHUNK_SIZES]
         for c, got in zip(CHUNK_SIZES, _value_and_grads(fns, kind, reduction), strict=True):
             _assert_tree_close(got, want)
             assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(got)), c
@@ -217,7 +227,7 @@ def test_infinite_weight_entry_in_a_shorter_last_chunk(kind, mass):
         @jax.jit  # one program for every variant: compiling dominates this test
         def run(x, W, b):
             return {
-                r: (vg(_materialised, r), [vg(functools.partial(_lce, chunk_size=c, method=m), r) for c, m in variants])
+                r: (vg(_materialised, r), [vg(functools.partial(_lce, chunk_size=_chunks(m, c), method=m), r) for c, m in variants])
                 for r in ("none", "mean", "sum")
             }
 
@@ -242,7 +252,7 @@ def test_gradient_of_one_argument(method, argnum):
         def f(fn, *a):
             return fn(*a, y, weight=cw, label_smoothing=0.1)
 
-        got = jax.grad(functools.partial(f, functools.partial(_lce, chunk_size=4, method=method)), argnum)(x, W, b)
+        got = jax.grad(functools.partial(f, functools.partial(_lce, chunk_size=_chunks(method, 4), method=method)), argnum)(x, W, b)
         want = jax.grad(functools.partial(f, _materialised), argnum)(x, W, b)
         _assert_tree_close(got, want)
 
@@ -250,7 +260,7 @@ def test_gradient_of_one_argument(method, argnum):
 def test_ignored_rows_get_exactly_zero_finite_gradients():
     x, W, b, cw, y = (jnp.asarray(v, jnp.float32) if v.dtype.kind == "f" else v for v in _problem("class"))
     for method in METHODS:
-        g = jax.grad(lambda x: lce(x, W, y, linear_bias=b, weight=cw, label_smoothing=0.3, chunk_size=4, method=method))(x)
+        g = jax.grad(lambda x: lce(x, W, y, linear_bias=b, weight=cw, label_smoothing=0.3, chunk_size=_chunks(method, 4), method=method))(x)
         assert bool(jnp.all(jnp.isfinite(g)))
         np.testing.assert_array_equal(np.asarray(g)[[1, 4]], 0.0)
         assert float(jnp.min(jnp.abs(g[0]))) > 0
@@ -260,7 +270,7 @@ def test_all_ignored_mean_is_nan_with_zero_gradient():
     x, W, b, cw, _ = _problem("class")
     y = jnp.full((N,), -100)
     for method in METHODS:
-        v, g = jax.value_and_grad(lambda x, W: lce(x, W, y, weight=cw, chunk_size=4, method=method), (0, 1))(x, W)
+        v, g = jax.value_and_grad(lambda x, W: lce(x, W, y, weight=cw, chunk_size=_chunks(method, 4), method=method), (0, 1))(x, W)
         assert np.isnan(float(v))
         for a in g:
             np.testing.assert_array_equal(np.asarray(a), 0.0)
@@ -278,9 +288,9 @@ def _fn_pair(kind, method):
     def make_scalar(fn):
         return lambda x, W, b, cw, eps: fn(x, W, b, y, weight=cw, label_smoothing=eps, reduction="sum")
 
-    wrap = make_scalar if method == "fused" else make
+    wrap = make if method == "checkpoint" else make_scalar
     return (
-        wrap(functools.partial(_lce, chunk_size=4, method=method)),
+        wrap(functools.partial(_lce, chunk_size=_chunks(method, 4), method=method)),
         wrap(_materialised),
         (x, W, b, cw, jnp.float64(0.2)),
     )
@@ -324,15 +334,16 @@ def _assert_hvps_match(f, ref, args):
     assert any(float(jnp.max(jnp.abs(h))) > 1e-3 for h in fwd_rev[0])
 
 
+@pytest.mark.parametrize("method", ["fused", "tiled"])
 @pytest.mark.parametrize("kind", ["class", "probs", "kdim"])
-def test_fused_hvp_of_the_linear_arguments(kind):
+def test_fused_hvp_of_the_linear_arguments(kind, method):
     """HVPs w.r.t. input, weight and bias only, so that the fused path's written-out
-    logit gradient is what gets differentiated (forward-over-reverse and
-    reverse-over-reverse), with a class weight and smoothing."""
+    logit gradient (tiled or not) is what gets differentiated (forward-over-reverse
+    and reverse-over-reverse), with a class weight and smoothing."""
     with jax.enable_x64(True):
         x, W, b, cw, y = _problem(kind)
         kw = {"weight": cw, "label_smoothing": 0.2}
-        f = lambda x, W, b: _lce(x, W, b, y, chunk_size=4, method="fused", **kw)  # noqa: E731
+        f = lambda x, W, b: _lce(x, W, b, y, chunk_size=_chunks(method, 4), method=method, **kw)  # noqa: E731
         ref = lambda x, W, b: _materialised(x, W, b, y, **kw)  # noqa: E731
         _assert_hvps_match(f, ref, (x, W, b))
 
@@ -341,17 +352,19 @@ def test_fused_hvp_of_the_linear_arguments(kind):
 def test_jacfwd_and_hessian(method):
     with jax.enable_x64(True):
         x, W, b, cw, y = _problem("class")
-        f = lambda x, W: lce(x, W, y, weight=cw, chunk_size=4, method=method)  # noqa: E731
+        f = lambda x, W: lce(x, W, y, weight=cw, chunk_size=_chunks(method, 4), method=method)  # noqa: E731
         ref = lambda x, W: _materialised(x, W, 0.0, y, weight=cw)  # noqa: E731
         _assert_tree_close(*(jax.jit(jax.jacfwd(g, (0, 1)))(x, W) for g in (f, ref)))
         _assert_tree_close(*(jax.jit(jax.hessian(g))(x, W) for g in (f, ref)), rtol=1e-9)
 
 
-@pytest.mark.parametrize("method", METHODS)
+# (Not "tiled": its second derivatives are compared with the materialised logits' in
+# test_fused_hvp_of_the_linear_arguments and test_jacfwd_and_hessian; 13 s here.)
+@pytest.mark.parametrize("method", ["fused", "checkpoint"])
 def test_check_grads_order_2(method):
     x, W, b, cw, y = _problem("class")
     _checks.assert_grads_float64(
-        jax.jit(lambda x, W, b: lce(x, W, y, linear_bias=b, weight=cw, label_smoothing=0.1, chunk_size=4, method=method)),
+        jax.jit(lambda x, W, b: lce(x, W, y, linear_bias=b, weight=cw, label_smoothing=0.1, chunk_size=_chunks(method, 4), method=method)),
         (x, W, b),
     )
 
@@ -368,7 +381,7 @@ def test_vmap_of_grad(method):
         def g(fn):
             return jax.jit(jax.vmap(jax.grad(lambda x, W: fn(x, W, b, y, weight=cw, label_smoothing=0.1), (0, 1)), (0, None)))
 
-        _assert_tree_close(g(functools.partial(_lce, chunk_size=4, method=method))(xb, W), g(_materialised)(xb, W))
+        _assert_tree_close(g(functools.partial(_lce, chunk_size=_chunks(method, 4), method=method))(xb, W), g(_materialised)(xb, W))
 
 
 def test_vmap_over_rows_equals_reduction_none():
@@ -433,7 +446,7 @@ def test_never_holds_the_full_logits():
     y = jax.ShapeDtypeStruct((n,), jnp.int32)
     logits_bytes = n * c * 4
     for method in METHODS:
-        f = jax.jit(jax.value_and_grad(lambda x, W, y: lce(x, W, y, chunk_size=rows, method=method), (0, 1)))
+        f = jax.jit(jax.value_and_grad(lambda x, W, y: lce(x, W, y, chunk_size=_chunks(method, rows, 256), method=method), (0, 1)))
         temp = f.lower(x, W, y).compile().memory_analysis().temp_size_in_bytes
         # about three (rows, C) blocks and the (C, D) weight gradient, not (N, C)
         assert temp < logits_bytes / 5, (method, temp, logits_bytes)
@@ -554,7 +567,7 @@ def test_precision_reaches_every_matmul(kind, method):
 
     def programs(**kw):
         def f(x, W, b, cw, eps):
-            out = lce(x, W, y, linear_bias=b, weight=cw, label_smoothing=eps, chunk_size=4, method=method, **kw)
+            out = lce(x, W, y, linear_bias=b, weight=cw, label_smoothing=eps, chunk_size=_chunks(method, 4), method=method, **kw)
             return jnp.sum(out)
 
         g = jax.grad(f, argnums=(0, 1, 2, 3, 4))
@@ -603,7 +616,7 @@ def test_out_of_range_index_inside_jit_is_nan_and_checkify_reports_it():
     x, W, b, cw, y = _problem("class")
     bad = y.at[0].set(9)
     for method in METHODS:
-        assert np.isnan(float(jax.jit(lambda y: lce(x, W, y, chunk_size=4, method=method))(bad)))
+        assert np.isnan(float(jax.jit(lambda y: lce(x, W, y, chunk_size=_chunks(method, 4), method=method))(bad)))
     err, _ = checkify.checkify(jax.jit(lambda y: lce(x, W, y)))(bad)
     with pytest.raises(Exception, match="class index out of range"):
         err.throw()
@@ -726,3 +739,150 @@ def test_default_chunk_size_follows_the_platform(monkeypatch):
     # A placed array's is its device's.
     assert lce_module._platform(x) == "cpu"
     assert lce_module._platform(jax.ShapeDtypeStruct((2,), jnp.float32)) == "gpu"
+
+
+# ------------------------------------------------------------- method="tiled"
+
+_TILED_CHUNKS = ((1, 2), (3, 5), (4, 2), (4, 3), (16, 1))  # tiles: scan + tail, one, several, one + tail
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("kind", ["class", "probs", "kdim"])
+def test_tiled_gradients_of_the_linear_arguments(kind, reduction):
+    """The tiled gradients (input, weight, bias differentiated: the two-pass tiles, not
+    the whole-chunk fallback) and the value alone equal those of the materialised
+    logits, with and without a class weight and smoothing, for tiles of 1 class, a
+    divisor, all classes and a shorter last tile, and chunks of rows that do and do
+    not divide N (one compilation)."""
+    with jax.enable_x64(True):
+        x, W, b, cw, y = _problem(kind)
+        kw = {} if kind == "probs" else {"ignore_index": -100}
+        options = [{}, {"weight": cw, "label_smoothing": 0.2}]
+
+        def vg(fn, o):
+            return jax.value_and_grad(lambda x, W, b: fn(x, W, b, y, reduction=reduction, **kw, **o), (0, 1, 2))
+
+        @jax.jit
+        def run(x, W, b):
+            out = []
+            for o in options:
+                want = vg(_materialised, o)(x, W, b)
+                fns = [functools.partial(_lce, chunk_size=c, method="tiled") for c in _TILED_CHUNKS]
+                out.append((want, [vg(f, o)(x, W, b) for f in fns], [f(x, W, b, y, reduction=reduction, **kw, **o) for f in fns]))
+            return out
+
+        for want, grads, values in run(x, W, b):
+            for c, got, value in zip(_TILED_CHUNKS, grads, values, strict=True):
+                _assert_tree_close(got, want)
+                np.testing.assert_allclose(float(value), float(want[0]), rtol=1e-10, err_msg=str(c))
+
+
+def _non_finite_problem(case: str):
+    """float64 (x, W, b, y): logits with an infinite or NaN entry, or a large common offset."""
+    x, W, b, cw, y = _problem("class")
+    x = x.at[:, 0].set(jnp.abs(x[:, 0]) + 0.5)  # positive on every row
+    if case == "plus_inf":
+        W = W.at[3, 0].set(jnp.inf)  # class 3's logit is +inf on every row
+    elif case == "minus_inf":
+        W = W.at[2, 0].set(-jnp.inf)
+    elif case == "nan":
+        W = W.at[1, 2].set(jnp.nan)
+    elif case == "row_of_minus_inf":
+        b = jnp.full_like(b, -jnp.inf)  # every logit -inf
+    elif case == "offset":
+        b = b + 1e4
+    return x, W, b, cw, y
+
+
+@pytest.mark.parametrize("case", ["plus_inf", "minus_inf", "nan", "row_of_minus_inf", "offset"])
+def test_tiled_non_finite_logits_as_the_whole_chunk(case):
+    """Infinite and NaN logits give the tiled path the values and gradients (inf/NaN
+    patterns included) of the fused path, whose chunks hold their logits whole:
+    the running max and the rescaled sum of exponentials keep the row max's
+    semantics (a +inf max makes the row NaN; a row of -inf has a -inf
+    log-normaliser). A large common offset keeps its precision."""
+    with jax.enable_x64(True):
+        x, W, b, cw, y = _non_finite_problem(case)
+        variants = [{}, {"label_smoothing": 0.1}, {"weight": cw, "label_smoothing": 0.3}]
+
+        def vg(method, chunk, o, reduction):
+            def f(x, W, b):
+                out = lce(x, W, y, linear_bias=b, reduction=reduction, chunk_size=chunk, method=method, **o)
+                return jnp.sum(out * (1 + jnp.arange(out.size) / 10)) if reduction == "none" else out
+
+            return jax.value_and_grad(f, (0, 1, 2))(x, W, b)
+
+        @jax.jit
+        def run(x, W, b):
+            return [
+                (vg("fused", 4, o, r), vg("checkpoint", 4, o, r) if r == "none" else None, vg("tiled", (4, 2), o, r))
+                for o in variants
+                for r in ("mean", "none")
+            ]
+
+        for fused, checkpoint, tiled in run(x, W, b):
+            want = fused if checkpoint is None else checkpoint
+            for u, v in zip(jax.tree.leaves(tiled), jax.tree.leaves(want), strict=True):
+                np.testing.assert_array_equal(np.isnan(u), np.isnan(v))
+                np.testing.assert_allclose(np.nan_to_num(u, nan=0.0), np.nan_to_num(v, nan=0.0), rtol=1e-10, atol=1e-10)
+        if case == "nan":  # (the NaN reaches the value, as in torch)
+            assert np.isnan(float(run(x, W, b)[0][2][0]))
+
+
+def test_tiled_differentiated_options_take_whole_chunks():
+    """With a class weight, the smoothing or a probability target differentiated, the tiled
+    method computes a chunk's logits whole (JAX's autodiff): gradients still match."""
+    with jax.enable_x64(True):
+        for kind in ("class", "probs"):
+            (want,) = _value_and_grads([_materialised], kind, "mean")
+            (got,) = _value_and_grads([functools.partial(_lce, chunk_size=(4, 2), method="tiled")], kind, "mean")
+            _assert_tree_close(got, want)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU buffer accounting (see the fused test)")
+def test_tiled_working_memory_is_one_tile():
+    """XLA's temp buffers: a few (rows, tile) blocks and the (rows, D) input-gradient
+    accumulator, whatever the number of classes; far below one chunk of logits."""
+    n, d, rows, tile = 512, 64, 256, 128
+    for c in (8192, 32768):
+        shapes = [jax.ShapeDtypeStruct(s, t) for s, t in [((n, d), jnp.float32), ((c, d), jnp.float32), ((n,), jnp.int32)]]
+        for kw in ({}, {"label_smoothing": 0.1, "weight": jnp.ones(c)}):
+            f = jax.jit(
+                jax.value_and_grad(
+                    lambda x, W, y: lce(x, W, y, chunk_size=(rows, tile), method="tiled", **kw), argnums=(0, 1)
+                )
+            )
+            temp = f.lower(*shapes).compile().memory_analysis().temp_size_in_bytes
+            assert temp < 6 * rows * tile * 4 + 3 * rows * d * 4 + 8 * c, (c, kw, temp)
+            assert temp < rows * c * 4 / 4, (c, kw, temp)
+
+
+def test_default_tile_size():
+    from jaxloss._linear_cross_entropy import TILE_ELEMENTS, TILED_ROWS, default_tile_size
+
+    assert default_tile_size(1024, 131072) == TILE_ELEMENTS // 1024 == 512
+    assert default_tile_size(1024, 50257) == 512  # 29 * 1733: no divisor near the target, a shorter last tile
+    assert default_tile_size(1024, 1000) == 500  # a divisor of the classes near the target
+    assert default_tile_size(1024, 7) == 7  # at most every class
+    assert default_tile_size(1024, 100, positions=64) == 5  # positions count: 8 classes, or a divisor near
+    assert default_tile_size(1 << 30, 10) == 1
+    # the defaults the wrapper takes: TILED_ROWS rows (or N), then the tile for them
+    x, W, y = jnp.zeros((2048, 2)), jnp.zeros((4096, 2)), jnp.zeros(2048, jnp.int32)
+    assert _scan_lengths(lambda x: lce(x, W, y, method="tiled"), x) == {2048 // TILED_ROWS, 4096 // 512}
+
+
+def test_tiled_chunk_size_pairs():
+    x, W, b, cw, y = _problem("class")
+    np.testing.assert_allclose(lce(x, W, y, chunk_size=(4, 2), method="tiled"), lce(x, W, y), rtol=1e-6)
+    np.testing.assert_allclose(lce(x, W, y, chunk_size=[4, 99], method="tiled"), lce(x, W, y), rtol=1e-6)
+    np.testing.assert_allclose(lce(x, W, y, chunk_size=4, method="tiled"), lce(x, W, y), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"chunk_size: a \(rows, classes\) pair is for method='tiled'"):
+        lce(x, W, y, chunk_size=(4, 2))
+    with pytest.raises(ValueError, match=r"chunk_size: expected an int or a \(rows, classes\) pair"):
+        lce(x, W, y, chunk_size=(4, 2, 1), method="tiled")
+    with pytest.raises(ValueError, match=r"chunk_size: expected a positive number of classes per tile, got 0"):
+        lce(x, W, y, chunk_size=(4, 0), method="tiled")
+    with pytest.raises(ValueError, match=r"chunk_size: expected a positive int or None, got 0"):
+        lce(x, W, y, chunk_size=(0, 2), method="tiled")
+    with pytest.raises(TypeError, match=r"chunk_size"):
+        lce(x, W, y, chunk_size=(4, 2.5), method="tiled")

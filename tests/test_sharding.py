@@ -31,6 +31,9 @@ ROWS_ONLY = (
     "linear_cross_entropy_rows_checkpoint",
     "linear_cross_entropy_rows_all_devices",
     "linear_cross_entropy_rows_jvp",
+    "linear_cross_entropy_rows_tiled_options",
+    "linear_cross_entropy_rows_tiled_probs_kdim",
+    "linear_cross_entropy_rows_tiled_none",
 )
 # linear_cross_entropy gathers nothing in these: the rows stay on their devices, and a
 # weight sharded along the vocabulary stays sharded (the log-normaliser is reduced across
@@ -41,6 +44,7 @@ PARTITIONED = ROWS_ONLY + (
     "linear_cross_entropy_rows_vocab",
     "linear_cross_entropy_rows_vocab_kdim",
     "linear_cross_entropy_none",
+    "linear_cross_entropy_rows_vocab_tiled",
 )
 
 

@@ -4,6 +4,8 @@ value_and_grad with respect to the input and the weight, float32. Implementation
 
 ``jaxloss``             ``jaxloss.linear_cross_entropy`` (``method="auto"``: the fused path)
 ``jaxloss_checkpoint``  the same with ``method="checkpoint"`` (rematerialised chunks)
+``jaxloss_tiled``       the same with ``method="tiled"`` (tiles of rows by classes, two
+                        passes over the classes: working memory one tile, 8·N·D·V FLOPs)
 ``jax_materialised``    ``jaxloss.cross_entropy(x @ W.T, y)``: the logits materialised
 ``torch_reference``     ``F.linear_cross_entropy(..., options=None)`` (torch's unchunked path)
 ``torch_chunked``       ``F.linear_cross_entropy(..., options=LinearCrossEntropyOptions())``
@@ -41,7 +43,8 @@ LOSS = "linear_cross_entropy"
 MODE = "value_and_grad"
 FULL_SIZES = [{"N": 2048, "D": 1024, "V": 32768}, {"N": 1024, "D": 1024, "V": 131072}]
 QUICK_SIZES = [{"N": 256, "D": 128, "V": 4096}]
-IMPLS = ("jaxloss", "jaxloss_checkpoint", "jax_materialised", "torch_reference", "torch_chunked")
+JAX_IMPLS = ("jaxloss", "jaxloss_checkpoint", "jaxloss_tiled", "jax_materialised")
+IMPLS = (*JAX_IMPLS, "torch_reference", "torch_chunked")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -62,6 +65,8 @@ def _jax_fn(impl: str):
         return lambda x, W, y: jaxloss.linear_cross_entropy(x, W, y)
     if impl == "jaxloss_checkpoint":
         return lambda x, W, y: jaxloss.linear_cross_entropy(x, W, y, method="checkpoint")
+    if impl == "jaxloss_tiled":
+        return lambda x, W, y: jaxloss.linear_cross_entropy(x, W, y, method="tiled")
     if impl == "jax_materialised":
         return lambda x, W, y: jaxloss.cross_entropy(x @ W.T, y)
     raise ValueError(impl)
@@ -183,7 +188,7 @@ def cases(quick: bool, sizes: list[dict] | None = None) -> list[BenchCase]:
     for size in chosen:
         size = {"N": int(size["N"]), "D": int(size["D"]), "V": int(size["V"])}
         out.append(_jax_case("jax_matmul", size))
-        for impl in ("jaxloss", "jaxloss_checkpoint", "jax_materialised"):
+        for impl in JAX_IMPLS:
             out.append(_jax_case(impl, size))
         if _torch_available():
             for impl in ("torch_reference", "torch_chunked"):
@@ -272,7 +277,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, float | None
     ``speedup_vs_torch_chunked``: torch chunked / jaxloss (target >= 1.3);
     ``rss_vs_torch_reference``: peak RSS growth, jaxloss / torch unchunked (target <= 0.35);
     ``flops_vs_matmul``: (6NDV / jaxloss time) / (2NDV / matmul time) (target >= 0.9);
-    plus the same for the checkpoint path and the materialised jax reference.
+    plus the same for the checkpoint and tiled paths and the materialised jax reference.
     """
     by: dict[str, dict[str, dict[str, Any]]] = {}
     for r in results:
@@ -291,7 +296,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, float | None
         mm = rs.get("jax_matmul")
         mm_rate = None if mm is None else mm["flops"] / mm["median_s"]
         s: dict[str, float | None] = {}
-        for impl in ("jaxloss", "jaxloss_checkpoint", "jax_materialised"):
+        for impl in JAX_IMPLS:
             tag = "" if impl == "jaxloss" else f"[{impl}]"
             s["time_vs_torch_reference" + tag] = ratio(t.get(impl), t.get("torch_reference"))
             s["speedup_vs_torch_chunked" + tag] = ratio(t.get("torch_chunked"), t.get(impl))
