@@ -906,7 +906,7 @@ def test_integer_ranges_without_x64_and_zero_classes():
         L.linear_cross_entropy(jnp.zeros((3, 2)), jnp.zeros((0, 2)), jnp.full(3, -100))
 
 
-@pytest.mark.parametrize("method", ["fused", "checkpoint"])
+@pytest.mark.parametrize("method", ["fused", "checkpoint", "tiled"])
 def test_linear_cross_entropy_zero_class_weight_mean_gradient_is_nan_but_all_ignored_is_zero(method):
     # torch: kept targets whose class weights are all 0 give 0/0, NaN gradients; all targets
     # ignored gives a zero gradient (cross_entropy on the logits does the same).

@@ -401,6 +401,7 @@ def test_low_precision():
     x, W, b, cw, y = _problem("class")
     bf = [a.astype(jnp.bfloat16) for a in (x, W)]
     _checks.assert_low_precision(lambda x, W: lce(x, W, y, chunk_size=4), bf, jnp.bfloat16)
+    _checks.assert_low_precision(lambda x, W: lce(x, W, y, chunk_size=(4, 2), method="tiled"), bf, jnp.bfloat16)
     _checks.assert_low_precision(lambda x, W: lce(x, W, y, reduction="none"), [a.astype(jnp.float16) for a in (x, W)], jnp.float16)
     g = jax.grad(lambda x, W: lce(x, W, y, chunk_size=4).astype(jnp.float32), (0, 1))(*bf)
     assert all(a.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(a.astype(jnp.float32)))) for a in g)
