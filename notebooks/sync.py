@@ -3,7 +3,8 @@
 The script is the single source: it is written in the "percent" format, where a line
 ``# %%`` starts a code cell and ``# %% [markdown]`` starts a markdown cell whose lines are
 comments (``# text``). The notebook is written without outputs. The test suite checks that
-the committed notebook equals what this produces, and executes both.
+the committed notebook equals what this produces, and executes the notebook (the
+script's code cells, in order).
 
 Usage: ``python notebooks/sync.py`` (from anywhere); ``python notebooks/sync.py SCRIPT NOTEBOOK``
 converts another percent-format script.

@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -205,10 +204,13 @@ def _check_accuracies(printed: str) -> None:
         assert float(found[0]) >= 0.95, (loss, found[0])
 
 
-def test_flax_training_script_runs():
-    env = {**os.environ, **_kernel_env()}
-    proc = subprocess.run(
-        [sys.executable, str(sync.SCRIPT)], cwd=NOTEBOOKS, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    _check_accuracies(re.sub(r"\s+", " ", proc.stdout))
+def test_flax_training_script_is_plain_python_the_notebook_runs():
+    """``python notebooks/flax_training.py`` runs the notebook's code cells in order (the
+    notebook is generated from it: test_flax_notebook_is_generated_from_the_script, and
+    executed: test_notebook_runs_and_prints_expected_values), so it is not trained a
+    second time here (14 s). What could differ between the two runs is checked instead:
+    the script compiles as a module, and reads nothing a notebook kernel sets otherwise."""
+    source = sync.SCRIPT.read_text()
+    compile(source, str(sync.SCRIPT), "exec")
+    code = "\n".join(src for kind, src in sync.cells_from_script(source) if kind == "code")
+    assert [n for n in ("__file__", "__name__", "sys.argv", "get_ipython", "display(") if n in code] == []
