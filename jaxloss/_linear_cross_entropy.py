@@ -78,6 +78,7 @@ from jaxloss._cross_entropy import (
     _exp_sum,
     _holds,
     _is_ignored,
+    _one_hot,
     _probability_losses,
     _wide_index,
     _row_max,
@@ -383,14 +384,12 @@ def _tile_logits(core: _Core, x_c, W_t, b_t, v_c, size: int):
     return z
 
 
-def _tile_hit(core: _Core, safe, lo, size, ndim):
+def _tile_hit(safe, lo, size, ndim):
     """Boolean ``class == target`` over one tile's classes (``safe``: clamped targets)."""
-    classes = jax.lax.optimization_barrier(jnp.arange(size, dtype=jnp.int32))
-    local = safe.astype(jnp.int32) - jnp.asarray(lo).astype(jnp.int32)
-    return classes.reshape((-1,) + (1,) * (ndim - 2)) == jnp.expand_dims(local, 1)
+    return _one_hot(safe.astype(jnp.int32) - jnp.asarray(lo).astype(jnp.int32), size, ndim, 1)
 
 
-def _tiled_normaliser(core: _Core, x_c, t_c, v_c, W2, b2, safe, remat: bool):
+def _tiled_normaliser(core: _Core, x_c, v_c, W2, b2, safe, remat: bool):
     """The first pass over the classes: ``(m, s, picked)`` per row (and position), with
     ``logsumexp = m + s``, ``m`` the row max (0 where it is -inf, as ``_row_max``), by
     the running max and rescaled sum of exponentials; ``picked`` the target's logit
@@ -407,7 +406,7 @@ def _tiled_normaliser(core: _Core, x_c, t_c, v_c, W2, b2, safe, remat: bool):
         # exponent <= 0 except after rows of -inf only (shift_old 0, s 0): clamped there.
         s = s * jnp.exp(jnp.minimum(shift_old - shift, 0)) + jnp.sum(jnp.exp(z - jnp.expand_dims(shift, 1)), axis=1)
         if picked is not None:
-            hit = _tile_hit(core, safe, lo, size, z.ndim)
+            hit = _tile_hit(safe, lo, size, z.ndim)
             picked = picked + jnp.sum(jnp.where(hit, z, jnp.zeros((), cdt)), axis=1)
         return new, s, picked
 
@@ -454,22 +453,22 @@ def _tiled_chunk(
     wc_total = None if cw is None else jnp.sum(cw.astype(cdt))
     vshape = (rows,) + (1,) * (len(shape) - 1)
     valid = v_c.reshape(vshape)
-
+    kept_rows = v_c.reshape(vshape[:1] + (1,) + vshape[1:]).astype(cdt)  # over the class axis
     def expand(a):  # a row statistic, broadcast over a tile's classes
         return jnp.expand_dims(a, 1)
 
     if core.probs:
         safe = None
-        m, s, _ = _tiled_normaliser(core, x_c, t_c, v_c, W2, b2, None, not grads)
+        m, s, _ = _tiled_normaliser(core, x_c, v_c, W2, b2, None, not grads)
         m, s = (jax.lax.stop_gradient(a) for a in (m, s)) if differentiable else (m, s)
         # q = w (t (1 - eps) + eps / C), and its row sum, for the gradient p * sum(q) - q
         q_all = t_c if e is None else t_c * (1 - e) + e / C
         if cw is not None:
             q_all = q_all * _class_weight_view(cw.astype(cdt), q_all.ndim, 1)
-        q_total = jnp.sum(q_all * valid.reshape(vshape[:1] + (1,) + vshape[1:]).astype(cdt), axis=1)
+        q_total = jnp.sum(q_all * kept_rows, axis=1)
     else:
         active, in_range, safe, w_t = _class_index_weights(t_c, cw, C, core.ignore_index, cdt)
-        m, s, picked = _tiled_normaliser(core, x_c, t_c, v_c, W2, b2, safe, not grads)
+        m, s, picked = _tiled_normaliser(core, x_c, v_c, W2, b2, safe, not grads)
         if differentiable:
             m, s, picked = (jax.lax.stop_gradient(a) for a in (m, s, picked))
         kept = active & in_range
@@ -500,30 +499,25 @@ def _tiled_chunk(
             zero = jnp.where(jnp.isfinite(z), z - jax.lax.stop_gradient(z), jnp.zeros((), cdt))
             c["corr"] = c["corr"] + jnp.sum(p * zero, axis=1)
             if not core.probs:
-                hit = _tile_hit(core, safe, lo, size, z.ndim)
+                hit = _tile_hit(safe, lo, size, z.ndim)
                 c["picked"] = c["picked"] + jnp.sum(jnp.where(hit, z, jnp.zeros((), cdt)), axis=1)
         if not grads:
             return c
         p = jnp.exp(z - expand(lse))
         if core.probs:
             # (Masked rows are zeroed by a product, as in _loss_and_logit_grad.)
-            dz = p * expand(q_total) - q * valid.reshape(vshape[:1] + (1,) + vshape[1:]).astype(cdt)
+            dz = p * expand(q_total) - q * kept_rows
         else:
-            hit = _tile_hit(core, safe, lo, size, z.ndim).astype(cdt)
+            hit = _tile_hit(safe, lo, size, z.ndim).astype(cdt)
             if e is None:
                 dz = (p - hit) * expand(b)
             else:
                 dz = p * expand(a) - hit * expand(b) - (expand(g) if wv is None else expand(g) * wv)
         dz = dz.reshape(rows, size * P)
         if need.b:
-            c["b"] = jax.lax.dynamic_update_slice_in_dim(
-                c["b"], jax.lax.dynamic_slice_in_dim(c["b"], lo * P, size * P) + jnp.sum(dz, axis=0), lo * P, 0
-            )
+            c["b"] = _add_rows(c["b"], lo * P, jnp.sum(dz, axis=0))
         if need.W:
-            upd = _dot(dz, x_c, ((0,), (0,)), core.precision)
-            c["W"] = jax.lax.dynamic_update_slice_in_dim(
-                c["W"], jax.lax.dynamic_slice_in_dim(c["W"], lo * P, size * P) + upd, lo * P, 0
-            )
+            c["W"] = _add_rows(c["W"], lo * P, _dot(dz, x_c, ((0,), (0,)), core.precision))
         if need.x:
             c["x"] = c["x"] + _dot(dz, W_t, ((1,), (0,)), core.precision)
         return c
@@ -607,6 +601,12 @@ def _weight_block(CP: int, D: int) -> int:
     return _divisor_near(CP, W_BLOCK_ELEMENTS // max(D, 1))
 
 
+def _add_rows(a, lo, upd):
+    """``a`` with ``upd`` added to its rows ``lo:lo + len(upd)``: read, add and write back
+    with one start index, which XLA updates in place (see ``_backprop_chunk``)."""
+    return jax.lax.dynamic_update_slice_in_dim(a, jax.lax.dynamic_slice_in_dim(a, lo, upd.shape[0]) + upd, lo, 0)
+
+
 def _backprop_chunk(gW, dz, x_c, W2, need_x: bool, precision):
     """``(gW + dz.T @ x_c, dz @ W2)`` (either may be skipped: ``gW=None``, ``need_x=False``).
 
@@ -636,8 +636,7 @@ def _backprop_chunk(gW, dz, x_c, W2, need_x: bool, precision):
         gW, gx = carry
         dz_b = jax.lax.dynamic_slice_in_dim(dz, lo, size, axis=1)
         if gW is not None:
-            upd = _dot(dz_b, x_c, ((0,), (0,)), precision, w_sharding)
-            gW = jax.lax.dynamic_update_slice_in_dim(gW, jax.lax.dynamic_slice_in_dim(gW, lo, size) + upd, lo, 0)
+            gW = _add_rows(gW, lo, _dot(dz_b, x_c, ((0,), (0,)), precision, w_sharding))
         if gx is not None:
             gx = gx + _dot(dz_b, W_b, ((1,), (0,)), precision)
         return gW, gx
