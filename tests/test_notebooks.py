@@ -111,7 +111,12 @@ EXPECTED: dict[str, list[str]] = {
 
 def _kernel_env() -> dict[str, str]:
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {"MPLBACKEND": "Agg", "PYTHONPATH": pythonpath}
+    env = {"MPLBACKEND": "Agg", "PYTHONPATH": pythonpath}
+    # The kernels compile as users' programs do: with the XLA_FLAGS the session started
+    # with, not those tests/conftest.py adds (it keeps the former in this variable).
+    if "JAXLOSS_USER_XLA_FLAGS" in os.environ:
+        env["XLA_FLAGS"] = os.environ["JAXLOSS_USER_XLA_FLAGS"]
+    return env
 
 
 @pytest.fixture(scope="module")
