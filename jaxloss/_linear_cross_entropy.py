@@ -419,6 +419,20 @@ def _tiled_normaliser(core: _Core, x_c, v_c, W2, b2, safe, remat: bool):
     return jnp.where(m == -jnp.inf, 0, m), jnp.log(s), picked
 
 
+@jax.custom_jvp
+def _times_exact_zero(a, z):
+    """``a * z`` for a ``z`` that is exactly zero in value but carries a derivative:
+    0 even where ``a`` is infinite (NaN where ``z`` is), with the product rule's
+    tangent."""
+    return jnp.where(z == 0, jnp.zeros_like(a * z), a * z)
+
+
+@_times_exact_zero.defjvp
+def _times_exact_zero_jvp(primals, tangents):
+    (a, z), (ta, tz) = primals, tangents
+    return _times_exact_zero(a, z), ta * z + a * tz
+
+
 def _tiled_chunk(
     core: _Core, need: _Need | None, x_c, t_c, v_c, W2, b2, cw, eps, gW=None, gb=None, differentiable: bool = False
 ):
@@ -437,11 +451,13 @@ def _tiled_chunk(
     JAX (the checkpoint loop of "none"). The first pass is then behind a
     stop_gradient, and the second pass carries the whole derivative: it picks the
     target's logit again and adds to the log-normaliser the exact zero
-    :math:`\\sum_c p_c (z_c - z_c)` with the first :math:`z_c` differentiated, whose
-    derivative is the log-normaliser's. So each tile's logits get one cotangent,
-    contracted with the weight once, as on materialised logits: through two
-    matmuls, a -inf weight entry times a class's zero softmax would add NaN to the
-    input gradient where torch's is infinite."""
+    :math:`\\ell - \\mathrm{sg}(\\ell)`, with :math:`\\ell = \\log \\sum_c e^{z_c - m}`
+    summed again over the tiles, whose derivatives at every order are the
+    log-normaliser's. (The zero :math:`\\sum_c p_c (z_c - \\mathrm{sg}(z_c))` had its
+    first derivative only: its HVPs were wrong.) So each tile's logits get one cotangent, contracted
+    with the weight once, as on materialised logits: through two matmuls, a -inf
+    weight entry times a class's zero softmax would add NaN to the input gradient
+    where torch's is infinite."""
     rows = x_c.shape[0]
     C, P = core.C, core.P
     cdt = x_c.dtype
@@ -494,10 +510,7 @@ def _tiled_chunk(
             shifted = z - expand(r)
             c["acc"] = c["acc"] + jnp.sum(shifted if wv is None else wv * shifted, axis=1)
         if differentiable:
-            p = jnp.exp(z - expand(lse))
-            # (z - z is NaN at an infinite z, whose softmax is 0 or NaN: there it is 0.)
-            zero = jnp.where(jnp.isfinite(z), z - jax.lax.stop_gradient(z), jnp.zeros((), cdt))
-            c["corr"] = c["corr"] + jnp.sum(p * zero, axis=1)
+            c["sumexp"] = c["sumexp"] + jnp.sum(jnp.exp(z - expand(m)), axis=1)
             if not core.probs:
                 hit = _tile_hit(safe, lo, size, z.ndim)
                 c["picked"] = c["picked"] + jnp.sum(jnp.where(hit, z, jnp.zeros((), cdt)), axis=1)
@@ -526,7 +539,7 @@ def _tiled_chunk(
     if core.probs or e is not None:
         carry["acc"] = S.zeros_like(x_c, shape=shape)
     if differentiable:
-        carry["corr"] = S.zeros_like(x_c, shape=shape)
+        carry["sumexp"] = S.zeros_like(x_c, shape=shape)
         if not core.probs:
             carry["picked"] = S.zeros_like(x_c, shape=shape)
     if grads:
@@ -538,12 +551,14 @@ def _tiled_chunk(
     if second:
         carry = _tile_scan(core, W2, b2, cw, body, carry, not grads)
     if differentiable:  # (values unchanged: the correction is 0, the picked logits equal)
-        s = s + carry["corr"]
+        ell = jnp.log(carry["sumexp"])
+        corr = ell - jax.lax.stop_gradient(ell)
+        s = s + corr
         picked = None if core.probs else carry["picked"]
     if core.probs:
         loss = -carry["acc"]
-        if differentiable:
-            loss = loss + q_total * carry["corr"]
+        if differentiable:  # (an infinite q_total, from an infinite class weight, times 0)
+            loss = loss + _times_exact_zero(q_total, corr)
     else:
         loss = w_t * ((m - picked) + s)
         if e is not None:

@@ -350,6 +350,58 @@ def test_fused_hvp_of_the_linear_arguments(kind, method):
         _assert_hvps_match(f, ref, (x, W, b))
 
 
+@pytest.mark.parametrize("method", ["checkpoint", "tiled"])
+@pytest.mark.parametrize("kind", ["class", "probs", "kdim"])
+def test_none_reduction_hvps_of_the_linear_arguments(kind, method):
+    """HVPs through ``reduction="none"``'s checkpoint loop ("fused" takes it too), of a
+    non-uniformly weighted sum of the losses, with a class weight and smoothing. The
+    tiled loop's second pass carries the log-normaliser's derivatives: an exact-zero
+    term with only its first derivative right gave second derivatives off by O(1)."""
+    with jax.enable_x64(True):
+        x, W, b, cw, y = _problem(kind)
+        kw = {"weight": cw, "label_smoothing": 0.2, "reduction": "none"}
+
+        def weighted(out):
+            return jnp.sum(out * (1 + jnp.arange(out.size).reshape(out.shape) / 10))
+
+        f = lambda x, W, b: weighted(_lce(x, W, b, y, chunk_size=_chunks(method, 4), method=method, **kw))  # noqa: E731
+        ref = lambda x, W, b: weighted(_materialised(x, W, b, y, **kw))  # noqa: E731
+        _assert_hvps_match(f, ref, (x, W, b))
+
+
+@pytest.mark.parametrize("kind", ["class", "probs", "kdim"])
+def test_infinite_class_weight_with_smoothing_every_method(kind):
+    """An infinite class weight with label smoothing, in chunks that divide N: every
+    method's losses and input, weight and bias gradients have the materialised logits'
+    values and inf/NaN pattern (torch's: the ``*infinite*`` cross_entropy fixtures).
+    The tiled ``"none"`` loop once gave a NaN loss for probability targets there (its
+    derivative-carrying zero times the infinite total weight) and NaN bias gradients
+    where they are infinite. (Chunks that do not divide N: see the README.)"""
+    with jax.enable_x64(True):
+        x, W, b, cw, y = _problem(kind)
+        kw = {"weight": cw.at[2].set(jnp.inf), "label_smoothing": 0.1}
+
+        def vg(fn, reduction):
+            def f(x, W, b):
+                out = fn(x, W, b, y, reduction=reduction, **kw)
+                return jnp.sum(out * (1 + jnp.arange(out.size).reshape(out.shape) / 10)) if reduction == "none" else out
+
+            return jax.value_and_grad(f, (0, 1, 2))(x, W, b)
+
+        @jax.jit  # one program: compiling dominates
+        def run(x, W, b):
+            return {
+                r: (vg(_materialised, r), [vg(functools.partial(_lce, chunk_size=_chunks(m, 3), method=m), r) for m in METHODS])
+                for r in ("none", "mean", "sum")
+            }
+
+        for reduction, (want, gots) in run(x, W, b).items():
+            assert not all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(want))  # the case is non-finite
+            for method, got in zip(METHODS, gots):
+                for u, v in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+                    np.testing.assert_allclose(np.asarray(v), np.asarray(u), rtol=1e-9, atol=1e-9, err_msg=f"{reduction} {method}")
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_jacfwd_and_hessian(method):
     with jax.enable_x64(True):
