@@ -424,7 +424,8 @@ def _times_exact_zero(a, z):
     """``a * z`` for a ``z`` that is exactly zero in value but carries a derivative:
     0 even where ``a`` is infinite (NaN where ``z`` is), with the product rule's
     tangent."""
-    return jnp.where(z == 0, jnp.zeros_like(a * z), a * z)
+    prod = a * z
+    return jnp.where(z == 0, jnp.zeros_like(prod), prod)
 
 
 @_times_exact_zero.defjvp
@@ -454,10 +455,10 @@ def _tiled_chunk(
     :math:`\\ell - \\mathrm{sg}(\\ell)`, with :math:`\\ell = \\log \\sum_c e^{z_c - m}`
     summed again over the tiles, whose derivatives at every order are the
     log-normaliser's. (The zero :math:`\\sum_c p_c (z_c - \\mathrm{sg}(z_c))` had its
-    first derivative only: its HVPs were wrong.) So each tile's logits get one cotangent, contracted
-    with the weight once, as on materialised logits: through two matmuls, a -inf
-    weight entry times a class's zero softmax would add NaN to the input gradient
-    where torch's is infinite."""
+    first derivative only: its HVPs were wrong.) So each tile's logits get one
+    cotangent, contracted with the weight once, as on materialised logits: through
+    two matmuls, a -inf weight entry times a class's zero softmax would add NaN to
+    the input gradient where torch's is infinite."""
     rows = x_c.shape[0]
     C, P = core.C, core.P
     cdt = x_c.dtype
