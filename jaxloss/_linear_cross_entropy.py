@@ -182,6 +182,10 @@ class _Core(NamedTuple):
     chunk: int
     precision: object = None  # every matmul's ``precision`` (see _check_precision)
     tile: int = 0  # classes per tile (method "tiled"); 0: a chunk's logits are computed whole
+    # Masked rows (a short last chunk's overlap) get their logit gradient by a select,
+    # not a product: set where a class weight meets smoothing or probability targets,
+    # whose masked rows' zero coefficients times an infinite class weight are NaN.
+    guard: bool = False
 
 
 class _Spec(NamedTuple):
@@ -258,10 +262,38 @@ def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c, finite_cotangent=
         z = jnp.where(valid_c.reshape((rows,) + (1,) * (z.ndim - 1)), z, 0)
         loss = _probability_losses(z, t_c, cw, eps)
     else:
+        z = _guarded(core, z, valid_c)
         loss, _ = _class_index_losses(
             z, t_c, cw, eps, ignore_index=core.ignore_index, finite_cotangent=finite_cotangent
         )
     return jnp.where(valid_c[:, None], loss.reshape(rows, core.P), 0)
+
+
+def _guarded(core: _Core, z, valid_c):
+    """``z`` whose masked rows (``valid_c`` false) pass no derivative on, under
+    ``core.guard``: their losses' gradient is 0 times an infinite class weight, NaN,
+    and the select (its transpose a select too) keeps it from the weight and bias
+    gradients. (Probability targets zero those rows' logits instead.)"""
+    if not core.guard:
+        return z
+    return jnp.where(valid_c.reshape((-1,) + (1,) * (z.ndim - 1)), z, jax.lax.stop_gradient(z))
+
+
+def _masked_rows_zeroed(core: _Core, dz, valid_c, row=None):
+    """``dz`` with the masked rows' gradient zeroed by a select, under ``core.guard``
+    (elsewhere their coefficients are zero and the product is exact). ``row``: a
+    per-row statistic computed in the loop around this code, broadcastable to
+    ``dz``, from which the select's zeros are made: zeros that do not depend on the
+    loop are a full-shape constant that XLA hoists out of it, one more ``(rows, C)``
+    buffer (16 MiB more temp memory for the fused path at 256 rows by 16384
+    classes). A tile's only row statistics are the chunk's, constant over the tile
+    loop; there a scalar zero cost least."""
+    if not core.guard:
+        return dz
+    zero = jnp.zeros((), dz.dtype)
+    if row is not None:
+        zero = jnp.minimum(jnp.abs(jnp.where(jnp.isfinite(row), row, 0)), 0).astype(dz.dtype)
+    return jnp.where(valid_c.reshape((-1,) + (1,) * (dz.ndim - 1)), dz, zero)
 
 
 def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
@@ -315,7 +347,7 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
         dz = p * jnp.sum(q, axis=ax, keepdims=True) - q
     else:
         dz = _class_index_logit_grad(p, t_c, cw, eps, ax, ignore_index=core.ignore_index)
-    return total, dz.reshape(rows, core.C * core.P)
+    return total, _masked_rows_zeroed(core, dz, valid_c, s).reshape(rows, core.C * core.P)
 
 
 def _value_first(loss, valid_c, lse):
@@ -373,15 +405,15 @@ def _tile_scan(core: _Core, W2, b2, cw, body, carry, remat: bool = False):
 def _tile_logits(core: _Core, x_c, W_t, b_t, v_c, size: int):
     """One tile's logits, ``(rows, size)`` (P = 1) or ``(rows, size, P)``: the class axis
     is 1. With probability targets a masked row's logits are zero (as in
-    ``_losses_from_logits``)."""
+    ``_losses_from_logits``); with class targets they are ``_guarded``."""
     z = _dot(x_c, W_t, ((1,), (1,)), core.precision)
     if b_t is not None:
         z = z + b_t
     if core.P != 1:
         z = z.reshape(x_c.shape[0], size, core.P)
     if core.probs:
-        z = jnp.where(v_c.reshape((-1,) + (1,) * (z.ndim - 1)), z, 0)
-    return z
+        return jnp.where(v_c.reshape((-1,) + (1,) * (z.ndim - 1)), z, 0)
+    return _guarded(core, z, v_c)
 
 
 def _tile_hit(safe, lo, size, ndim):
@@ -434,6 +466,24 @@ def _times_exact_zero_jvp(primals, tangents):
     return _times_exact_zero(a, z), ta * z + a * tz
 
 
+def _finite_tangent_total(q_total, q, cw, kept_rows):
+    """``q_total`` (the rows' total of ``q``, the smoothed probability targets, weighted) in
+    value, with the derivative it would have with the infinite class weights taken
+    as 0. It multiplies an exact zero that carries the log-normaliser's derivative:
+    through an infinite weight, the transpose of that zero product (a zero cotangent
+    times the weight) would make the target's and weight's gradients NaN where they
+    are infinite. The zero does not depend on the targets or weights, so its product
+    has no derivative through them: this changes only the mixed second derivatives
+    (targets or weights with the linear layer's arguments) of an infinite weight's
+    class, from inf or NaN to 0."""
+    if cw is None:
+        return q_total
+    w = cw.astype(q_total.dtype)
+    w = jnp.where(jnp.isfinite(w), w, jnp.zeros((), w.dtype))
+    q_fin = jnp.sum(q * _class_weight_view(w, q.ndim, 1) * kept_rows, axis=1)
+    return jax.lax.stop_gradient(q_total) + (q_fin - jax.lax.stop_gradient(q_fin))
+
+
 def _tiled_chunk(
     core: _Core, need: _Need | None, x_c, t_c, v_c, W2, b2, cw, eps, gW=None, gb=None, differentiable: bool = False
 ):
@@ -479,9 +529,8 @@ def _tiled_chunk(
         m, s, _ = _tiled_normaliser(core, x_c, v_c, W2, b2, None, not grads)
         m, s = (jax.lax.stop_gradient(a) for a in (m, s)) if differentiable else (m, s)
         # q = w (t (1 - eps) + eps / C), and its row sum, for the gradient p * sum(q) - q
-        q_all = t_c if e is None else t_c * (1 - e) + e / C
-        if cw is not None:
-            q_all = q_all * _class_weight_view(cw.astype(cdt), q_all.ndim, 1)
+        q_t = t_c if e is None else t_c * (1 - e) + e / C
+        q_all = q_t if cw is None else q_t * _class_weight_view(cw.astype(cdt), q_t.ndim, 1)
         q_total = jnp.sum(q_all * kept_rows, axis=1)
     else:
         active, in_range, safe, w_t = _class_index_weights(t_c, cw, C, core.ignore_index, cdt)
@@ -527,7 +576,7 @@ def _tiled_chunk(
                 dz = (p - hit) * expand(b)
             else:
                 dz = p * expand(a) - hit * expand(b) - (expand(g) if wv is None else expand(g) * wv)
-        dz = dz.reshape(rows, size * P)
+        dz = _masked_rows_zeroed(core, dz, v_c).reshape(rows, size * P)
         if need.b:
             c["b"] = _add_rows(c["b"], lo * P, jnp.sum(dz, axis=0))
         if need.W:
@@ -559,7 +608,7 @@ def _tiled_chunk(
     if core.probs:
         loss = -carry["acc"]
         if differentiable:  # (an infinite q_total, from an infinite class weight, times 0)
-            loss = loss + _times_exact_zero(q_total, corr)
+            loss = loss + _times_exact_zero(_finite_tangent_total(q_total, q_t, cw, kept_rows), corr)
     else:
         loss = w_t * ((m - picked) + s)
         if e is not None:
@@ -913,10 +962,15 @@ def _chunked(x, W2, b2, cw, target, eps, *, core: _Core, per_row: bool, shards: 
     # repeat (their zero logit gradient times an infinite weight entry is NaN in
     # dz @ W). They are real rows: zero rows padding the last chunk had logits
     # b + 0 * W, NaN wherever W is infinite, and the NaN reached the weight gradient.
+    # Where a class weight meets smoothing or probability targets, their logit
+    # gradient is zeroed by a select (core.guard): their zero coefficients times an
+    # infinite class weight are NaN, and reached the weight and bias gradients.
     rows = max(1, min(core.chunk, n))
     n_full, tail = divmod(n, rows)
     n_chunks = n_full + (tail > 0)
     lead = n_full * rows  # rows of a block before its last, overlapping chunk
+    if tail and cw is not None and (core.probs or eps is not None):
+        core = core._replace(guard=True)  # (see _Core.guard)
 
     # Blocks are a leading axis (of `shards`) where there are several; with one, the
     # rows stay one axis (a unit axis changed XLA's code for the overlap's gradient).

@@ -369,36 +369,55 @@ def test_none_reduction_hvps_of_the_linear_arguments(kind, method):
         _assert_hvps_match(f, ref, (x, W, b))
 
 
-@pytest.mark.parametrize("kind", ["class", "probs", "kdim"])
-def test_infinite_class_weight_with_smoothing_every_method(kind):
-    """An infinite class weight with label smoothing, in chunks that divide N: every
-    method's losses and input, weight and bias gradients have the materialised logits'
-    values and inf/NaN pattern (torch's: the ``*infinite*`` cross_entropy fixtures).
-    The tiled ``"none"`` loop once gave a NaN loss for probability targets there (its
-    derivative-carrying zero times the infinite total weight) and NaN bias gradients
-    where they are infinite. (Chunks that do not divide N: see the README.)"""
+@pytest.mark.parametrize("rows", [3, 4])  # a divisor of N, and not
+@pytest.mark.parametrize(("kind", "smoothing"), [("class", 0.1), ("probs", 0.1), ("probs", None), ("kdim", 0.1)])
+def test_infinite_class_weight_every_method(kind, smoothing, rows):
+    """An infinite class weight with label smoothing (or probability targets, which need
+    none): every method's losses and gradients (input, linear weight and bias, class
+    weight, smoothing, probability target) have the materialised logits' values and
+    inf/NaN pattern (torch's: the ``*infinite*`` cross_entropy fixtures).
+
+    - The tiled ``"none"`` loop once gave a NaN loss for probability targets (its
+      derivative-carrying zero times the infinite total weight), and NaN bias and
+      target gradients where they are infinite.
+    - Chunks that did not divide N made the bias gradient NaN where it is infinite, in
+      every method: the last chunk's repeated rows, masked like ignored targets, had
+      a logit gradient of 0 times the infinite weight.
+
+    The input is positive, so that the linear weight's gradient is infinite rather than
+    NaN where no class-weight NaN reaches it; class targets are not ignored (an ignored
+    target's gradient with an infinite weight is NaN, as torch's, and would make the
+    bias gradient NaN throughout). The K-dimensional case ignores one position: its
+    half of the bias gradient is NaN, the other half infinite."""
     with jax.enable_x64(True):
         x, W, b, cw, y = _problem(kind)
-        kw = {"weight": cw.at[2].set(jnp.inf), "label_smoothing": 0.1}
+        x = jnp.abs(x)
+        if kind == "class":
+            y = jnp.where(y < 0, 1, y)
+        cw = cw.at[2].set(jnp.inf)
+        argnums = (0, 1, 2, 3) + (() if smoothing is None else (4,)) + ((5,) if kind == "probs" else ())
 
         def vg(fn, reduction):
-            def f(x, W, b):
-                out = fn(x, W, b, y, reduction=reduction, **kw)
+            def f(x, W, b, cw, eps, y):
+                out = fn(x, W, b, y, reduction=reduction, weight=cw, **({} if eps is None else {"label_smoothing": eps}))
                 return jnp.sum(out * (1 + jnp.arange(out.size).reshape(out.shape) / 10)) if reduction == "none" else out
 
-            return jax.value_and_grad(f, (0, 1, 2))(x, W, b)
+            return jax.value_and_grad(f, argnums)(x, W, b, cw, smoothing, y)
 
         @jax.jit  # one program: compiling dominates
-        def run(x, W, b):
+        def run(x, W, b, cw, y):
             return {
-                r: (vg(_materialised, r), [vg(functools.partial(_lce, chunk_size=_chunks(m, 3), method=m), r) for m in METHODS])
+                r: (vg(_materialised, r), [vg(functools.partial(_lce, chunk_size=_chunks(m, rows), method=m), r) for m in METHODS])
                 for r in ("none", "mean", "sum")
             }
 
-        for reduction, (want, gots) in run(x, W, b).items():
-            assert not all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(want))  # the case is non-finite
+        for reduction, (want, gots) in run(x, W, b, cw, y).items():
+            leaves = jax.tree.leaves(want)
+            assert not all(bool(jnp.all(jnp.isfinite(u))) for u in leaves)  # the case is non-finite
+            if reduction != "mean" or kind == "probs":  # (a class-index mean is inf / inf)
+                assert any(bool(jnp.any(jnp.isinf(u))) for u in leaves[1:4])  # and infinite gradients
             for method, got in zip(METHODS, gots):
-                for u, v in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+                for u, v in zip(leaves, jax.tree.leaves(got), strict=True):
                     np.testing.assert_allclose(np.asarray(v), np.asarray(u), rtol=1e-9, atol=1e-9, err_msg=f"{reduction} {method}")
 
 
