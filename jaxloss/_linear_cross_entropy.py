@@ -1014,6 +1014,33 @@ def _chunked(x, W2, b2, cw, target, eps, *, core: _Core, per_row: bool, shards: 
     return loss.reshape(N, core.P)
 
 
+def _chunk_size_from_options(options, chunk_size):
+    """``chunk_size``, or the rows per chunk that torch's ``options`` asks for."""
+    if options is None:
+        return chunk_size
+    if not hasattr(options, "batch_chunk_size"):
+        raise TypeError(
+            "options: expected None or a torch.nn.LinearCrossEntropyOptions (an object with a "
+            f"batch_chunk_size attribute), got {type(options).__name__} {options!r}; jaxloss's own "
+            "chunk_size= and method= choose its chunks"
+        )
+    rows = options.batch_chunk_size
+    if rows is None:
+        return chunk_size
+    rows = V.require_static_int("options.batch_chunk_size", rows)
+    if rows < 1:
+        raise ValueError(f"options.batch_chunk_size: expected a positive int or None, got {rows}")
+    given = chunk_size[0] if isinstance(chunk_size, (tuple, list)) and chunk_size else chunk_size
+    if given is None:
+        return rows
+    if given != rows:
+        raise ValueError(
+            f"options: batch_chunk_size={rows} disagrees with chunk_size={chunk_size!r}; give the rows per "
+            "chunk once"
+        )
+    return chunk_size
+
+
 def linear_cross_entropy(
     input: ArrayLike,
     linear_weight: ArrayLike,
@@ -1024,6 +1051,7 @@ def linear_cross_entropy(
     reduction: str = "mean",
     ignore_index: int | None = None,
     label_smoothing: float | ArrayLike = 0.0,
+    options=None,
     chunk_size: int | None = None,
     method: str = "auto",
     precision=None,
@@ -1070,6 +1098,11 @@ def linear_cross_entropy(
         ``None`` means -100. Must be ``None`` with probability targets.
       label_smoothing: :math:`\varepsilon \in [0, 1]`; traced (changing it does
         not recompile).
+      options: torch's keyword, so that torch calls port unchanged: ``None`` or a
+        ``torch.nn.LinearCrossEntropyOptions`` (any object with a
+        ``batch_chunk_size`` attribute). jaxloss always chunks; a
+        ``batch_chunk_size`` that is not ``None`` is the ``chunk_size`` (rows per
+        chunk). The other fields choose torch's own kernels and are ignored.
       chunk_size: rows (tokens) per chunk; static. ``None`` picks
         :func:`default_chunk_size` from the shapes and the platform: a
         ``(chunk, C·d_1⋯d_K)`` logits block of about 64 MiB in float32 and at
@@ -1164,6 +1197,7 @@ def linear_cross_entropy(
     V.check_scalar("label_smoothing", label_smoothing, lo=0.0, hi=1.0)
     if ignore_index is not None:
         ignore_index = V.require_static_int("ignore_index", ignore_index)
+    chunk_size = _chunk_size_from_options(options, chunk_size)
     tile_size = None
     if isinstance(chunk_size, (tuple, list)):
         if method != "tiled":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import types
 
 import chex
 import jax
@@ -600,6 +601,42 @@ def test_bad_input():
         lce(x, W, y.at[0].set(7))
     with pytest.raises(ValueError, match=r"target: class indices must be in \[0, 5\)"):
         lce(x, W, y.at[0].set(-5))  # a negative index other than ignore_index
+
+
+def test_torch_options_keyword():
+    """torch's ``options=``: ``None``, or a LinearCrossEntropyOptions whose
+    ``batch_chunk_size`` sets the rows per chunk (the chunk loop's length shows it)."""
+    x, W, b, cw, y = _problem("class")
+    Options = types.SimpleNamespace  # torch's dataclass has these fields; here without torch
+    default = lce(x, W, y)
+    np.testing.assert_array_equal(np.asarray(lce(x, W, y, options=None)), np.asarray(default))
+    for opts in (Options(batch_chunk_size=None, chunking_method="auto"), Options(batch_chunk_size=4)):
+        np.testing.assert_allclose(np.asarray(lce(x, W, y, options=opts)), np.asarray(default), rtol=1e-6)
+
+    def scan_lengths(**kw):
+        jaxpr = jax.make_jaxpr(lambda x: lce(x, W, y, **kw))(x)
+        return sorted(e.params["length"] for e in _equations(jaxpr) if e.primitive.name == "scan")
+
+    assert scan_lengths(options=Options(batch_chunk_size=2)) == scan_lengths(chunk_size=2) == [3]
+    assert scan_lengths(options=Options(batch_chunk_size=2), chunk_size=2) == [3]
+    assert scan_lengths(options=Options(batch_chunk_size=1)) == [6]
+    with pytest.raises(ValueError, match=r"options: batch_chunk_size=2 disagrees with chunk_size=3"):
+        lce(x, W, y, options=Options(batch_chunk_size=2), chunk_size=3)
+    with pytest.raises(ValueError, match=r"options.batch_chunk_size: expected a positive int or None, got 0"):
+        lce(x, W, y, options=Options(batch_chunk_size=0))
+    with pytest.raises(TypeError, match=r"options.batch_chunk_size: expected a Python int"):
+        lce(x, W, y, options=Options(batch_chunk_size=2.0))
+    with pytest.raises(TypeError, match=r"options: expected None or a torch.nn.LinearCrossEntropyOptions"):
+        lce(x, W, y, options={"batch_chunk_size": 2})
+
+
+def test_torch_options_object():
+    torch = pytest.importorskip("torch")
+    x, W, b, cw, y = _problem("class")
+    opts = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=4, chunking_method=None)
+    np.testing.assert_allclose(np.asarray(lce(x, W, y, options=opts)), np.asarray(lce(x, W, y, chunk_size=4)), rtol=0)
+    got = lce(x, W, y, options=torch.nn.LinearCrossEntropyOptions())
+    np.testing.assert_allclose(np.asarray(got), np.asarray(lce(x, W, y)), rtol=0)
 
 
 def _equations(closed):
