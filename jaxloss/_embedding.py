@@ -211,9 +211,7 @@ def pairwise_distance(
     V.check_scalar("eps", eps)
     keepdim = V.require_static_bool("keepdim", keepdim)
     shape = _broadcast(("x1", "x2"), (x1.shape, x2.shape))
-    if shape and shape[-1] == 0 and (p < 0 or math.isinf(p)):
-        # torch: "cannot compute the -1 norm on the dimension 1 because this dimension is empty"
-        raise ValueError(f"x1: the p={p:g} norm of an empty last axis is undefined (shape {shape})")
+    _check_empty_norm("x1", shape, p)
     return _pairwise_distance(x1, x2, eps, p=p, keepdim=keepdim, out_dtype=tensor_result_dtype(x1, x2))
 
 
@@ -407,12 +405,20 @@ def triplet_margin_loss(
     a, pos, neg, swap = _check_triplet(anchor, positive, negative, margin, swap, reduction, floating=True)
     p = _static_p(p)
     V.check_scalar("eps", eps)
-    _broadcast(("anchor", "positive"), (a.shape, pos.shape))
+    _check_empty_norm("anchor", _broadcast(("anchor", "positive"), (a.shape, pos.shape)), p)
     _broadcast(("anchor", "negative"), (a.shape, neg.shape))
     if swap:
         _broadcast(("positive", "negative"), (pos.shape, neg.shape))
     out_dtype = result_dtype(a.dtype, pos.dtype, neg.dtype)
     return _triplet_margin(a, pos, neg, margin, eps, p=p, swap=swap, reduction=reduction, out_dtype=out_dtype)
+
+
+def _check_empty_norm(name: str, shape, p: float) -> None:
+    """torch's error for the ``p`` norm of an empty last axis: undefined for ``p < 0``
+    and ``p = +-inf`` (a min or max over nothing)."""
+    if shape and shape[-1] == 0 and (p < 0 or math.isinf(p)):
+        # torch: "cannot compute the -1 norm on the dimension 1 because this dimension is empty"
+        raise ValueError(f"{name}: the p={p:g} norm of an empty last axis is undefined (shape {tuple(shape)})")
 
 
 def _default_distance(x1, x2):
@@ -421,16 +427,25 @@ def _default_distance(x1, x2):
     return _distance(x1, x2, 2.0, 1e-6, compute_dtype(out_dtype)).astype(out_dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("distance_function", "swap", "reduction"))
-def _triplet_with_distance(a, pos, neg, margin, *, distance_function, swap, reduction):
-    d_pos = jnp.asarray(distance_function(a, pos))
-    d_neg = jnp.asarray(distance_function(a, neg))
-    d_swap = jnp.asarray(distance_function(pos, neg)) if swap else None
-    for d in (d_pos, d_neg) + ((d_swap,) if swap else ()):
+_default_distance_jit = jax.jit(_default_distance)
+
+
+_triplet_tail_jit = jax.jit(_triplet_tail, static_argnames=("reduction", "out_dtype"))
+
+
+def _distances(distance_function, a, pos, neg, swap):
+    """``distance_function``'s distances, checked floating. It is called as it is (not
+    compiled with the rest, and not a static argument): it may read state that
+    changes between calls, or be unhashable, as torch allows. Under the caller's
+    ``jax.jit`` it is traced with the rest."""
+    pairs = ((a, pos), (a, neg)) + (((pos, neg),) if swap else ())
+    out = []
+    for x, y in pairs:
+        d = jnp.asarray(distance_function(x, y))
         if not jnp.issubdtype(d.dtype, jnp.floating):
             raise TypeError(f"distance_function: expected it to return a floating array, got dtype {d.dtype}")
-    out_dtype = result_dtype(*(d for d in (d_pos, d_neg, d_swap) if d is not None))
-    return _triplet_tail(d_pos, d_neg, d_swap, margin, reduction, out_dtype)
+        out.append(d)
+    return out + [None] * (3 - len(out))
 
 
 def triplet_margin_with_distance_loss(
@@ -457,11 +472,12 @@ def triplet_margin_with_distance_loss(
       anchor: ``(N, *)`` or unbatched; what ``distance_function`` accepts.
       positive: the same number of dimensions as ``anchor``.
       negative: the same number of dimensions as ``anchor``.
-      distance_function: any JAX-traceable callable ``(x, y) -> distances``
+      distance_function: any callable ``(x, y) -> distances`` on JAX arrays,
         returning a floating array (one distance per sample); ``None`` for the
-        default. It is a static argument of the compiled function: pass the same
-        object each call (not a new ``lambda`` or ``partial``) to avoid
-        recompiling.
+        default. It is called on every call, as torch calls it (not cached: it
+        may read state that changes, and need not be hashable); the rest of the
+        loss is compiled. Under your own ``jax.jit`` it is traced with the rest
+        (there, as for any jitted function, state it reads is fixed at tracing).
       margin: :math:`> 0`; traced.
       swap: the distance swap of Balntas et al.
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
@@ -501,7 +517,7 @@ def triplet_margin_with_distance_loss(
         _broadcast(("anchor", "negative"), (a.shape, neg.shape))
         if swap:
             _broadcast(("positive", "negative"), (pos.shape, neg.shape))
-        distance_function = _default_distance
-    return _triplet_with_distance(
-        a, pos, neg, margin, distance_function=distance_function, swap=swap, reduction=reduction
-    )
+        distance_function = _default_distance_jit
+    d_pos, d_neg, d_swap = _distances(distance_function, a, pos, neg, swap)
+    out_dtype = result_dtype(*(d for d in (d_pos, d_neg, d_swap) if d is not None))
+    return _triplet_tail_jit(d_pos, d_neg, d_swap, margin, reduction=reduction, out_dtype=out_dtype)

@@ -251,6 +251,33 @@ def test_triplet_shapes_that_do_not_broadcast():
         jaxloss.triplet_margin_with_distance_loss(a, jnp.zeros((3, 3)), a)
 
 
+def test_triplet_distance_function_is_called_every_time():
+    """The distance function is called on every call, as torch calls it: one that reads
+    state sees the state's current value (a cached compilation would keep the first),
+    and an unhashable callable works (a static argument must hash)."""
+    a, pos, neg = jnp.zeros((2, 3)), jnp.full((2, 3), 2.0), jnp.ones((2, 3))
+
+    class Scaled:  # unhashable: it defines __eq__ without __hash__
+        def __init__(self, k):
+            self.k = k
+
+        def __eq__(self, other):
+            return isinstance(other, Scaled) and other.k == self.k
+
+        def __call__(self, x, y):
+            return self.k * jnp.sum(jnp.abs(x - y), axis=-1)
+
+    d = Scaled(1.0)
+    # margin + k * (6 - 3): 1 + 3k per row
+    for k in (1.0, 10.0, 0.5):
+        d.k = k
+        got = jaxloss.triplet_margin_with_distance_loss(a, pos, neg, distance_function=d, reduction="none")
+        np.testing.assert_allclose(np.asarray(got), [1 + 3 * k] * 2, rtol=1e-6)
+    # under the caller's jit it is traced with the rest
+    f = jax.jit(lambda a: jaxloss.triplet_margin_with_distance_loss(a, pos, neg, distance_function=Scaled(2.0)))
+    np.testing.assert_allclose(float(f(a)), 7.0, rtol=1e-6)
+
+
 def test_triplet_static_options():
     a = jnp.zeros((2, 3))
     with pytest.raises(TypeError, match="p: expected a Python number"):
@@ -350,6 +377,12 @@ def test_pairwise_distance_empty_last_axis_and_0d_keepdim():
         with pytest.raises(ValueError, match="x1: the p=.* norm of an empty last axis"):
             jaxloss.pairwise_distance(jnp.zeros((3, 0)), jnp.zeros((3, 0)), p=p)
     np.testing.assert_array_equal(jaxloss.pairwise_distance(jnp.zeros((3, 0)), jnp.zeros((3, 0))), np.zeros(3))
+    # and triplet_margin_loss's norms, which torch computes the same way (NaN here once)
+    for p in (-1.0, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="anchor: the p=.* norm of an empty last axis"):
+            jaxloss.triplet_margin_loss(jnp.zeros((3, 0)), jnp.zeros((3, 0)), jnp.zeros((3, 0)), p=p)
+    # p > 0: every distance is 0, the loss is the margin (torch: 1.0)
+    assert float(jaxloss.triplet_margin_loss(jnp.zeros((3, 0)), jnp.zeros((3, 0)), jnp.zeros((3, 0)))) == 1.0
     # torch: 0-d inputs give a 0-d distance, keepdim or not
     assert jaxloss.pairwise_distance(jnp.array(1.0), jnp.array(3.0), keepdim=True).shape == ()
     assert jaxloss.pairwise_distance(jnp.ones(2), jnp.ones(2), keepdim=True).shape == (1,)
