@@ -126,9 +126,10 @@ def _poisson_nll_loss(x, t, eps, *, log_input, full, reduction, out_dtype):
     else:
         loss = x - t * jnp.log(x + jnp.asarray(eps, cdt))
     if full:
-        # Stirling's approximation of log(t!), added only where t > 1 (torch masks the
-        # rest); the masked entries never reach the log, so their gradient is 0.
-        big = t > 1
+        # Stirling's approximation of log(t!), added except where t <= 1 (torch masks
+        # those); the masked entries never reach the log, so their gradient is 0. A NaN
+        # target is not masked, as in torch: its gradient is NaN, not the other terms'.
+        big = ~(t <= 1)
         ts = jnp.where(big, t, 2)
         stirling = ts * jnp.log(ts) - ts + 0.5 * jnp.log(2 * math.pi * ts)
         loss = loss + jnp.where(big, stirling, 0)

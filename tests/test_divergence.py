@@ -114,6 +114,18 @@ def test_poisson_full_target_gradient_at_zero_is_finite():
         np.testing.assert_allclose(float(g[0]), float(want0), rtol=1e-6)  # torch: NaN
 
 
+def test_poisson_full_nan_target_has_nan_gradient():
+    # torch masks Stirling's term where target <= 1, which a NaN is not: the NaN
+    # reaches the term and its gradient, as it does in torch (a mask of "t > 1" once
+    # left the other terms' finite gradient)
+    x = jnp.array([0.3, 0.3])
+    t = jnp.array([jnp.nan, 3.0])
+    for log_input in (True, False):
+        loss = lambda t: POISSON(x, t, log_input=log_input, full=True, reduction="sum")  # noqa: E731
+        g = np.asarray(jax.grad(loss)(t))
+        assert np.isnan(float(loss(t))) and np.isnan(g[0]) and np.isfinite(g[1])
+
+
 def test_gaussian_var_clamp_is_straight_through():
     # Hand-derived: with v = max(var, eps), d/dvar = 0.5 (1/v - (x - t)^2 / v^2) even below eps.
     with jax.enable_x64(True):
