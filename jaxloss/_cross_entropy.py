@@ -834,7 +834,9 @@ def cross_entropy(
         ``input``'s shape, floating (not checked to sum to 1, as in torch).
       weight: optional class weights of shape ``(C,)``, floating.
       ignore_index: a class-index value whose targets contribute nothing (any
-        int, negative included; class-index targets only).
+        int, negative included, or a concrete 0-d integer array). With
+        probability targets only a negative value is accepted, and has no effect
+        (as in torch).
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
       label_smoothing: :math:`\varepsilon \in [0, 1]`, a float or a traced
         scalar: changing it does not recompile (a literal ``0.0`` compiles a path
@@ -897,7 +899,7 @@ def cross_entropy(
     target = V.as_array("target", target)
     V.require_floating("input", input)
     check_reduction(reduction)
-    ignore_index = V.require_static_int("ignore_index", ignore_index)
+    ignore_index = V.require_static_index("ignore_index", ignore_index)
     V.check_scalar("label_smoothing", label_smoothing, lo=0.0, hi=1.0)
     V.require_ndim("input", input, range(1, 1 << 30), what="(C,), (N, C) or (N, C, d_1, ..., d_K)")
     ax = _class_axis(input)
@@ -906,10 +908,10 @@ def cross_entropy(
         raise ValueError(f"input: expected at least one class, got shape {tuple(input.shape)}")
     smoothing = None if (isinstance(label_smoothing, (int, float)) and label_smoothing == 0) else label_smoothing
     if jnp.issubdtype(target.dtype, jnp.floating) and target.shape == input.shape:
-        if ignore_index != -100:
+        if ignore_index >= 0:  # torch rejects these only (a negative one has no effect)
             raise ValueError(
                 f"ignore_index: only applies to class-index targets, got ignore_index={ignore_index} "
-                "with probability targets"
+                "with probability targets (a negative value is accepted and has no effect, as in torch)"
             )
         weight = _check_class_weight(weight, C)
         out_dtype = result_dtype(input.dtype, target.dtype, None if weight is None else weight.dtype)
@@ -1001,7 +1003,7 @@ def nll_loss(
     target = V.as_array("target", target)
     V.require_floating("input", input)
     check_reduction(reduction)
-    ignore_index = V.require_static_int("ignore_index", ignore_index)
+    ignore_index = V.require_static_index("ignore_index", ignore_index)
     target = _check_class_target("nll_loss", input, target)
     C = input.shape[_class_axis(input)]
     weight = _check_class_weight(weight, C)

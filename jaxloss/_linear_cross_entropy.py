@@ -1196,7 +1196,7 @@ def linear_cross_entropy(
     precision = _check_precision(precision)
     V.check_scalar("label_smoothing", label_smoothing, lo=0.0, hi=1.0)
     if ignore_index is not None:
-        ignore_index = V.require_static_int("ignore_index", ignore_index)
+        ignore_index = V.require_static_index("ignore_index", ignore_index)
     chunk_size = _chunk_size_from_options(options, chunk_size)
     tile_size = None
     if isinstance(chunk_size, (tuple, list)):

@@ -111,6 +111,21 @@ def require_static_int(name: str, value) -> int:
     return int(value)
 
 
+def require_static_index(name: str, value) -> int:
+    """A class index given as a Python int or, as torch takes a 0-d tensor, a concrete
+    0-d integer array (NumPy or JAX). A traced one cannot be: it decides which
+    targets are ignored, which is part of the compiled program."""
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and not isinstance(value, bool):
+        if isinstance(value, jax.core.Tracer):
+            raise TypeError(
+                f"{name}: expected a Python int or a concrete integer scalar, got a traced array {value!r}; "
+                "pass it as a static argument"
+            )
+        if np.ndim(value) == 0 and np.issubdtype(value.dtype, np.integer):
+            return int(value)
+    return require_static_int(name, value)
+
+
 def require_static_bool(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")

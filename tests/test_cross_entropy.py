@@ -676,6 +676,29 @@ def test_checkify_reports_out_of_range_index(fn):
     assert bool(jnp.isfinite(out))
 
 
+def test_ignore_index_as_torch_takes_it():
+    """torch takes a 0-d integer tensor as ignore_index, and a negative ignore_index
+    with probability targets (it has no effect there; one >= 0 raises in both)."""
+    ce, nll = L.cross_entropy, L.nll_loss
+    r = np.random.default_rng(11)
+    x = jnp.asarray(r.standard_normal((4, 5)), jnp.float32)
+    t = jnp.array([0, 2, 2, 4])
+    want = ce(x, t, ignore_index=2)
+    assert float(want) != float(ce(x, t))  # the ignored targets change the mean
+    for idx in (jnp.int32(2), jnp.asarray(2, jnp.uint8), np.int64(2), np.asarray(2, np.uint8)):
+        np.testing.assert_array_equal(np.asarray(ce(x, t, ignore_index=idx)), np.asarray(want))
+        np.testing.assert_array_equal(np.asarray(nll(jax.nn.log_softmax(x), t, ignore_index=idx)), np.asarray(nll(jax.nn.log_softmax(x), t, ignore_index=2)))
+    W = jnp.asarray(r.standard_normal((5, 3)), jnp.float32)
+    h = jnp.asarray(r.standard_normal((4, 3)), jnp.float32)
+    got = L.linear_cross_entropy(h, W, t, ignore_index=jnp.int32(2))
+    np.testing.assert_allclose(float(got), float(ce(h @ W.T, t, ignore_index=2)), rtol=1e-6)
+    p = jax.nn.softmax(jnp.asarray(r.standard_normal((4, 5)), jnp.float32))
+    for idx in (-1, -100, -7):
+        np.testing.assert_array_equal(np.asarray(ce(x, p, ignore_index=idx, label_smoothing=0.1)), np.asarray(ce(x, p, label_smoothing=0.1)))
+    with pytest.raises(ValueError, match=r"ignore_index: only applies to class-index targets, got ignore_index=0"):
+        ce(x, p, ignore_index=0)
+
+
 def test_bad_inputs_raise_naming_the_argument():
     x, t, w, p = _data(25)
     ce, nll = L.cross_entropy, L.nll_loss
@@ -701,7 +724,9 @@ def test_bad_inputs_raise_naming_the_argument():
         (TypeError, r"label_smoothing: expected a real scalar", lambda: ce(x, t, label_smoothing=jnp.zeros(2))),
         (ValueError, r"ignore_index: only applies to class-index targets", lambda: ce(x, p, ignore_index=0)),
         (TypeError, r"ignore_index: expected a Python int", lambda: ce(x, t, ignore_index=0.5)),
-        (TypeError, r"ignore_index: expected a Python int", lambda: nll(x, t, ignore_index=jnp.int32(0))),
+        (TypeError, r"ignore_index: expected a Python int", lambda: nll(x, t, ignore_index=jnp.zeros(2, jnp.int32))),
+        (TypeError, r"ignore_index: expected a Python int", lambda: nll(x, t, ignore_index=np.float32(1))),
+        (TypeError, r"ignore_index: .* got a traced array", lambda: jax.jit(lambda i: nll(x, t, ignore_index=i))(0)),
     ]
     for exc, match, call in bad:
         with pytest.raises(exc, match=match):
