@@ -340,6 +340,34 @@ def _scaled_minus_jvp(primals, tangents):
     return _scaled_minus(total, a, b), t_total * a + total * t_a - t_b
 
 
+@jax.custom_jvp
+def _smoothing_term(g, smooth):
+    r""":math:`g S`, the smoothing term (:math:`g = \varepsilon / C`, :math:`S` the
+    weighted sum of :math:`-\log p_c`), but 0 where :math:`g` is 0 even if :math:`S` is
+    infinite: torch computes no smoothing term at ``label_smoothing=0``, and ``-inf``
+    logits (masked classes) make :math:`S` infinite, so a traced zero smoothing gave
+    :math:`0 \cdot \infty`, NaN. The tangent is the product rule's, so the derivative
+    with respect to the smoothing at 0 is :math:`S` (one-sided), as before."""
+    prod = g * smooth
+    return jnp.where(g == 0, jnp.zeros_like(prod), prod)
+
+
+def _smoothing_term_jvp(primals, tangents):
+    (g, smooth), (t_g, t_smooth) = primals, tangents
+    out = _smoothing_term(g, smooth)
+    tangent = jnp.zeros_like(out)
+    # (Symbolic zeros: an undifferentiated smoothing's zero tangent times an infinite
+    # S would put NaN in the tangent.)
+    if not isinstance(t_g, SymbolicZero):
+        tangent = tangent + t_g * smooth
+    if not isinstance(t_smooth, SymbolicZero):
+        tangent = tangent + g * t_smooth
+    return out, tangent
+
+
+_smoothing_term.defjvp(_smoothing_term_jvp, symbolic_zeros=True)
+
+
 def _bf16_split_matvec(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
     """:math:`\\sum_c w_c x_c` along ``ax`` for bf16 ``x`` and float32 ``w``, in float32:
     one bf16 mat-vec accumulating in float32, against ``w`` split into three bf16
@@ -474,7 +502,7 @@ def _class_index_losses(
     loss = w_t * ((m - picked) + s)
     if label_smoothing is not None:
         eps = jnp.asarray(label_smoothing, m.dtype)
-        loss = (1 - eps) * loss + (eps / C) * _smoothing_sum(x, m, s, picked, weight, ax)
+        loss = (1 - eps) * loss + _smoothing_term(eps / C, _smoothing_sum(x, m, s, picked, weight, ax))
     return jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0), w_t
 
 

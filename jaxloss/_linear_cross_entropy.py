@@ -83,6 +83,7 @@ from jaxloss._cross_entropy import (
     _wide_index,
     _row_max,
     _scaled_minus,
+    _smoothing_term,
 )
 from jaxloss._dtypes import compute_dtype, result_dtype
 from jaxloss._reduction import check_reduction, reduce
@@ -614,7 +615,7 @@ def _tiled_chunk(
         if e is not None:
             total = jnp.asarray(C, cdt) if cw is None else wc_total
             smooth = (total * ((m - r) + s) - carry["acc"]) if cw is None else _scaled_minus(total, (m - r) + s, carry["acc"])
-            loss = (1 - e) * loss + (e / C) * smooth
+            loss = (1 - e) * loss + _smoothing_term(e / C, smooth)
         loss = jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0)
     loss = jnp.where(valid, loss, 0).reshape(rows, P)
     return loss, carry.get("W"), carry.get("x"), carry.get("b")

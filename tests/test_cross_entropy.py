@@ -676,6 +676,51 @@ def test_checkify_reports_out_of_range_index(fn):
     assert bool(jnp.isfinite(out))
 
 
+@pytest.mark.parametrize("layout", ["class_last", "kdim", "lce_fused", "lce_checkpoint", "lce_tiled"])
+def test_traced_zero_smoothing_with_masked_logits(layout):
+    """A label_smoothing of 0 given as an array or traced (a schedule reaching 0) equals
+    the Python 0.0 path, torch's, also with -inf logits (masked classes): the smoothing
+    term is 0, not 0 * inf = NaN. Its gradients and forward-mode tangents match too."""
+    r = np.random.default_rng(12)
+    if layout.startswith("lce"):
+        method = layout[4:]
+        h = jnp.asarray(r.standard_normal((5, 3)), jnp.float32)
+        W = jnp.asarray(r.standard_normal((4, 3)), jnp.float32)
+        bias = jnp.array([0.0, -jnp.inf, 0.5, 0.0])  # class 1 masked
+        t = jnp.array([0, 2, 3, 0, -100])
+        chunk = (2, 3) if method == "tiled" else 2
+
+        def f(h, eps, reduction):
+            kw = {} if eps is None else {"label_smoothing": eps}
+            return L.linear_cross_entropy(h, W, t, linear_bias=bias, reduction=reduction, method=method, chunk_size=chunk, **kw)
+    else:
+        shape = (5, 4) if layout == "class_last" else (5, 4, 3)
+        x0 = jnp.asarray(r.standard_normal(shape), jnp.float32)
+        h = x0.at[:, 1].set(-jnp.inf).at[0, 3].set(-jnp.inf)
+        t = jnp.asarray(r.choice([0, 2], shape[:1] + shape[2:]))
+
+        def f(x, eps, reduction):
+            kw = {} if eps is None else {"label_smoothing": eps}
+            return L.cross_entropy(x, t, reduction=reduction, **kw)
+
+    for reduction in ("none", "mean", "sum"):
+        want = f(h, None, reduction)
+        assert bool(jnp.all(jnp.isfinite(want)))
+        for got in (f(h, jnp.float32(0.0), reduction), jax.jit(lambda e: f(h, e, reduction))(0.0)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
+    ref = lambda h: f(h, None, "sum")  # noqa: E731
+    traced = jax.jit(lambda h, e: f(h, e, "sum"))
+    g_want, g_got = jax.grad(ref)(h if layout.startswith("lce") else x0), jax.grad(traced)(h if layout.startswith("lce") else x0, 0.0)
+    np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_want), rtol=1e-5, atol=1e-7)
+    if not layout.startswith("lce"):  # gradients and tangents at the masked logits themselves
+        g_want, g_got = jax.grad(ref)(h), jax.grad(traced)(h, 0.0)
+        np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_want), rtol=1e-5, atol=1e-7)
+        tangent = jnp.asarray(r.standard_normal(h.shape), jnp.float32)
+        _, t_want = jax.jvp(ref, (h,), (tangent,))
+        _, t_got = jax.jvp(lambda h: traced(h, 0.0), (h,), (tangent,))
+        np.testing.assert_allclose(float(t_got), float(t_want), rtol=1e-5)
+
+
 def test_ignore_index_as_torch_takes_it():
     """torch takes a 0-d integer tensor as ignore_index, and a negative ignore_index
     with probability targets (it has no effect there; one >= 0 raises in both)."""
