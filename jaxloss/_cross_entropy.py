@@ -341,31 +341,36 @@ def _scaled_minus_jvp(primals, tangents):
 
 
 @jax.custom_jvp
-def _smoothing_term(g, smooth):
-    r""":math:`g S`, the smoothing term (:math:`g = \varepsilon / C`, :math:`S` the
-    weighted sum of :math:`-\log p_c`), but 0 where :math:`g` is 0 even if :math:`S` is
-    infinite: torch computes no smoothing term at ``label_smoothing=0``, and ``-inf``
-    logits (masked classes) make :math:`S` infinite, so a traced zero smoothing gave
-    :math:`0 \cdot \infty`, NaN. The tangent is the product rule's, so the derivative
-    with respect to the smoothing at 0 is :math:`S` (one-sided), as before."""
-    prod = g * smooth
-    return jnp.where(g == 0, jnp.zeros_like(prod), prod)
+def _zero_times(z, a):
+    r""":math:`z a`, but exactly 0 where :math:`z` is 0 even if :math:`a` is infinite, with
+    the product rule's tangent :math:`\dot z a + z \dot a`. For a factor that is 0 in
+    value where the other may be infinite:
+
+    - the smoothing term :math:`(\varepsilon / C) S`: torch computes none at
+      ``label_smoothing=0``, and ``-inf`` logits (masked classes) make :math:`S`
+      infinite, so a traced zero smoothing gave :math:`0 \cdot \infty`, NaN. The
+      derivative with respect to the smoothing at 0 stays :math:`S / C` (one-sided);
+    - linear_cross_entropy's exact zero that carries the log-normaliser's derivative,
+      times an infinite total class weight.
+
+    Symbolic zeros: an undifferentiated factor's zero tangent times the other's
+    infinite value would put NaN in the tangent."""
+    prod = z * a
+    return jnp.where(z == 0, jnp.zeros_like(prod), prod)
 
 
-def _smoothing_term_jvp(primals, tangents):
-    (g, smooth), (t_g, t_smooth) = primals, tangents
-    out = _smoothing_term(g, smooth)
+def _zero_times_jvp(primals, tangents):
+    (z, a), (t_z, t_a) = primals, tangents
+    out = _zero_times(z, a)
     tangent = jnp.zeros_like(out)
-    # (Symbolic zeros: an undifferentiated smoothing's zero tangent times an infinite
-    # S would put NaN in the tangent.)
-    if not isinstance(t_g, SymbolicZero):
-        tangent = tangent + t_g * smooth
-    if not isinstance(t_smooth, SymbolicZero):
-        tangent = tangent + g * t_smooth
+    if not isinstance(t_z, SymbolicZero):
+        tangent = tangent + t_z * a
+    if not isinstance(t_a, SymbolicZero):
+        tangent = tangent + z * t_a
     return out, tangent
 
 
-_smoothing_term.defjvp(_smoothing_term_jvp, symbolic_zeros=True)
+_zero_times.defjvp(_zero_times_jvp, symbolic_zeros=True)
 
 
 def _bf16_split_matvec(x: jax.Array, w: jax.Array, ax: int) -> jax.Array:
@@ -502,7 +507,7 @@ def _class_index_losses(
     loss = w_t * ((m - picked) + s)
     if label_smoothing is not None:
         eps = jnp.asarray(label_smoothing, m.dtype)
-        loss = (1 - eps) * loss + _smoothing_term(eps / C, _smoothing_sum(x, m, s, picked, weight, ax))
+        loss = (1 - eps) * loss + _zero_times(eps / C, _smoothing_sum(x, m, s, picked, weight, ax))
     return jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0), w_t
 
 

@@ -428,24 +428,18 @@ def _default_distance(x1, x2):
 
 
 _default_distance_jit = jax.jit(_default_distance)
-
-
 _triplet_tail_jit = jax.jit(_triplet_tail, static_argnames=("reduction", "out_dtype"))
 
 
-def _distances(distance_function, a, pos, neg, swap):
-    """``distance_function``'s distances, checked floating. It is called as it is (not
+def _distance_by(distance_function, x, y):
+    """``distance_function(x, y)``, checked floating. It is called as it is (not
     compiled with the rest, and not a static argument): it may read state that
     changes between calls, or be unhashable, as torch allows. Under the caller's
     ``jax.jit`` it is traced with the rest."""
-    pairs = ((a, pos), (a, neg)) + (((pos, neg),) if swap else ())
-    out = []
-    for x, y in pairs:
-        d = jnp.asarray(distance_function(x, y))
-        if not jnp.issubdtype(d.dtype, jnp.floating):
-            raise TypeError(f"distance_function: expected it to return a floating array, got dtype {d.dtype}")
-        out.append(d)
-    return out + [None] * (3 - len(out))
+    d = jnp.asarray(distance_function(x, y))
+    if not jnp.issubdtype(d.dtype, jnp.floating):
+        raise TypeError(f"distance_function: expected it to return a floating array, got dtype {d.dtype}")
+    return d
 
 
 def triplet_margin_with_distance_loss(
@@ -518,6 +512,7 @@ def triplet_margin_with_distance_loss(
         if swap:
             _broadcast(("positive", "negative"), (pos.shape, neg.shape))
         distance_function = _default_distance_jit
-    d_pos, d_neg, d_swap = _distances(distance_function, a, pos, neg, swap)
+    d_pos, d_neg = _distance_by(distance_function, a, pos), _distance_by(distance_function, a, neg)
+    d_swap = _distance_by(distance_function, pos, neg) if swap else None
     out_dtype = result_dtype(*(d for d in (d_pos, d_neg, d_swap) if d is not None))
     return _triplet_tail_jit(d_pos, d_neg, d_swap, margin, reduction=reduction, out_dtype=out_dtype)

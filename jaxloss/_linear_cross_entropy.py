@@ -83,7 +83,7 @@ from jaxloss._cross_entropy import (
     _wide_index,
     _row_max,
     _scaled_minus,
-    _smoothing_term,
+    _zero_times,
 )
 from jaxloss._dtypes import compute_dtype, result_dtype
 from jaxloss._reduction import check_reduction, reduce
@@ -452,21 +452,6 @@ def _tiled_normaliser(core: _Core, x_c, v_c, W2, b2, safe, remat: bool):
     return jnp.where(m == -jnp.inf, 0, m), jnp.log(s), picked
 
 
-@jax.custom_jvp
-def _times_exact_zero(a, z):
-    """``a * z`` for a ``z`` that is exactly zero in value but carries a derivative:
-    0 even where ``a`` is infinite (NaN where ``z`` is), with the product rule's
-    tangent."""
-    prod = a * z
-    return jnp.where(z == 0, jnp.zeros_like(prod), prod)
-
-
-@_times_exact_zero.defjvp
-def _times_exact_zero_jvp(primals, tangents):
-    (a, z), (ta, tz) = primals, tangents
-    return _times_exact_zero(a, z), ta * z + a * tz
-
-
 def _finite_tangent_total(q_total, q, cw, kept_rows):
     """``q_total`` (the rows' total of ``q``, the smoothed probability targets, weighted) in
     value, with the derivative it would have with the infinite class weights taken
@@ -609,13 +594,13 @@ def _tiled_chunk(
     if core.probs:
         loss = -carry["acc"]
         if differentiable:  # (an infinite q_total, from an infinite class weight, times 0)
-            loss = loss + _times_exact_zero(_finite_tangent_total(q_total, q_t, cw, kept_rows), corr)
+            loss = loss + _zero_times(corr, _finite_tangent_total(q_total, q_t, cw, kept_rows))
     else:
         loss = w_t * ((m - picked) + s)
         if e is not None:
             total = jnp.asarray(C, cdt) if cw is None else wc_total
             smooth = (total * ((m - r) + s) - carry["acc"]) if cw is None else _scaled_minus(total, (m - r) + s, carry["acc"])
-            loss = (1 - e) * loss + _smoothing_term(e / C, smooth)
+            loss = (1 - e) * loss + _zero_times(e / C, smooth)
         loss = jnp.where(active, jnp.where(in_range, loss, jnp.nan), 0)
     loss = jnp.where(valid, loss, 0).reshape(rows, P)
     return loss, carry.get("W"), carry.get("x"), carry.get("b")

@@ -115,7 +115,7 @@ def require_static_index(name: str, value) -> int:
     """A class index given as a Python int or, as torch takes a 0-d tensor, a concrete
     0-d integer array (NumPy or JAX). A traced one cannot be: it decides which
     targets are ignored, which is part of the compiled program."""
-    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and not isinstance(value, bool):
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         if isinstance(value, jax.core.Tracer):
             raise TypeError(
                 f"{name}: expected a Python int or a concrete integer scalar, got a traced array {value!r}; "
