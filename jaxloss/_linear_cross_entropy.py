@@ -243,6 +243,12 @@ def _logits(core: _Core, x_c, W2, b2):
     return z.reshape(x_c.shape[0], core.C, core.P)
 
 
+def _row_mask(mask, ndim: int):
+    """A per-row ``mask`` shaped to broadcast against an ``ndim``-dimensional array
+    whose first axis is the rows."""
+    return mask.reshape((-1,) + (1,) * (ndim - 1))
+
+
 def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c, finite_cotangent=False):
     """Per-sample losses ``(rows, P)`` of one chunk, zero on masked rows (``valid_c`` false).
 
@@ -260,7 +266,7 @@ def _losses_from_logits(core: _Core, z, cw, eps, t_c, valid_c, finite_cotangent=
         # give them finite partials. (A clamp to per-row bounds would avoid the
         # select's full-shape zeros, but halves the gradient of a -inf logit at the
         # bound.)
-        z = jnp.where(valid_c.reshape((rows,) + (1,) * (z.ndim - 1)), z, 0)
+        z = jnp.where(_row_mask(valid_c, z.ndim), z, 0)
         loss = _probability_losses(z, t_c, cw, eps)
     else:
         z = _guarded(core, z, valid_c)
@@ -277,7 +283,7 @@ def _guarded(core: _Core, z, valid_c):
     gradients. (Probability targets zero those rows' logits instead.)"""
     if not core.guard:
         return z
-    return jnp.where(valid_c.reshape((-1,) + (1,) * (z.ndim - 1)), z, jax.lax.stop_gradient(z))
+    return jnp.where(_row_mask(valid_c, z.ndim), z, jax.lax.stop_gradient(z))
 
 
 def _masked_rows_zeroed(core: _Core, dz, valid_c, row=None):
@@ -294,7 +300,7 @@ def _masked_rows_zeroed(core: _Core, dz, valid_c, row=None):
     zero = jnp.zeros((), dz.dtype)
     if row is not None:
         zero = jnp.minimum(jnp.abs(jnp.where(jnp.isfinite(row), row, 0)), 0).astype(dz.dtype)
-    return jnp.where(valid_c.reshape((-1,) + (1,) * (dz.ndim - 1)), dz, zero)
+    return jnp.where(_row_mask(valid_c, dz.ndim), dz, zero)
 
 
 def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
@@ -343,7 +349,7 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
         q = t_c if e is None else t_c * (1 - e) + e / C
         # (Masked rows are zeroed by a product: a select against 0 would bring a
         # full-shape zeros buffer that XLA hoists out of the chunk loop.)
-        q = q * valid_c.reshape((rows,) + (1,) * (z.ndim - 1)).astype(cdt)
+        q = q * _row_mask(valid_c, z.ndim).astype(cdt)
         q = q if wc is None else q * wc
         dz = p * jnp.sum(q, axis=ax, keepdims=True) - q
     else:
@@ -359,7 +365,7 @@ def _value_first(loss, valid_c, lse):
     buffer per chunk, not two. (An optimisation barrier does not order them: XLA
     on CPU removes barriers before it schedules; a data dependency is what the
     scheduler follows.)"""
-    loss = jnp.where(valid_c.reshape((-1,) + (1,) * (loss.ndim - 1)), loss, 0)
+    loss = jnp.where(_row_mask(valid_c, loss.ndim), loss, 0)
     zero = jnp.minimum(jnp.abs(jnp.where(jnp.isfinite(loss), loss, 0)), 0)
     return jnp.sum(loss), lse + jnp.expand_dims(zero, 1)
 
@@ -367,40 +373,56 @@ def _value_first(loss, valid_c, lse):
 # --- "tiled": tiles of rows by classes, two passes over the classes -------------------
 
 
+def _scan_blocks(body, carry, n: int, block: int, per_row):
+    """``carry = body(carry, lo, size, *slices)`` for each block of ``block`` rows of
+    ``n`` (``lo`` its first row, ``size`` its length; ``slices``: rows
+    ``lo * k:(lo + size) * k`` of each ``(array, k)`` in ``per_row``, None for a None
+    array): one scan over the whole blocks, the arrays' blocks its xs (a free reshape),
+    then one call for the last, shorter block.
+
+    Slicing the blocks inside a fori_loop instead makes JAX's partial evaluation stack
+    every slice (a second weight-sized buffer). ``lo`` is unsigned, so that no slice
+    normalises it for negative values: JAX's partial evaluation hoists the index
+    arithmetic out of the loops, one array per use, and with differently normalised
+    index arrays XLA could not see that a gradient's slice and its update are the same
+    rows; it copied the slice first (8 MiB per block of the weight gradient). With one
+    index, reading, adding and writing a block is one in-place loop (4-5% of the time
+    at N=1024, D=1024, V=131072)."""
+    n_full, tail = divmod(n, block)
+
+    def cut(lo, hi, blocks=None):
+        out = []
+        for a, k in per_row:
+            a = None if a is None else jax.lax.slice_in_dim(a, lo * k, hi * k)
+            out.append(a if a is None or blocks is None else a.reshape((blocks, block * k) + a.shape[1:]))
+        return out
+
+    if n_full == 1:
+        carry = body(carry, 0, block, *cut(0, block))
+    elif n_full > 1:
+        xs = cut(0, n_full * block, n_full)
+
+        def step(c, inp):
+            i, *blocks = inp
+            return body(c, i * block, block, *blocks), None
+
+        carry, _ = jax.lax.scan(step, carry, (jnp.arange(n_full, dtype=jnp.uint32), *xs))
+    if tail:
+        lo = n_full * block
+        carry = body(carry, lo, tail, *cut(lo, n))
+    return carry
+
+
 def _tile_scan(core: _Core, W2, b2, cw, body, carry, remat: bool = False):
     """``carry = body(carry, lo, size, W_t, b_t, cw_t)`` for each tile of ``core.tile``
     classes (``lo`` its first class; ``W_t`` its ``size * P`` weight rows, ``b_t`` and
-    ``cw_t`` its bias and class weights or None): a scan over the whole tiles, the
-    weight's blocks its xs (a free reshape), then one call for the last, shorter tile.
+    ``cw_t`` its bias and class weights or None), by ``_scan_blocks``.
     ``remat``: each tile's body is rematerialised (``jax.checkpoint``), so that
     differentiating the loop keeps its carries per tile, not its logits."""
-    C, P, CB = core.C, core.P, core.tile
     if remat:
         body = jax.checkpoint(body, prevent_cse=False, static_argnums=(2,))
-    n_full, tail = divmod(C, CB)
-    D = W2.shape[1]
-
-    def cut(a, lo, hi, per):  # classes lo:hi of a per-class array (per rows each)
-        return None if a is None else jax.lax.slice_in_dim(a, lo * per, hi * per)
-
-    if n_full == 1:
-        carry = body(carry, 0, CB, cut(W2, 0, CB, P), cut(b2, 0, CB, P), cut(cw, 0, CB, 1))
-    elif n_full > 1:
-        n = n_full * CB
-        Wt = cut(W2, 0, n, P).reshape(n_full, CB * P, D)
-        bt = None if b2 is None else cut(b2, 0, n, P).reshape(n_full, CB * P)
-        ct = None if cw is None else cut(cw, 0, n, 1).reshape(n_full, CB)
-
-        # (An unsigned first class: see _backprop_chunk.)
-        def step(c, inp):
-            i, W_t, b_t, c_t = inp
-            return body(c, i * CB, CB, W_t, b_t, c_t), None
-
-        carry, _ = jax.lax.scan(step, carry, (jnp.arange(n_full, dtype=jnp.uint32), Wt, bt, ct))
-    if tail:
-        lo = n_full * CB
-        carry = body(carry, lo, tail, cut(W2, lo, C, P), cut(b2, lo, C, P), cut(cw, lo, C, 1))
-    return carry
+    P = core.P
+    return _scan_blocks(body, carry, core.C, core.tile, ((W2, P), (b2, P), (cw, 1)))
 
 
 def _tile_logits(core: _Core, x_c, W_t, b_t, v_c, size: int):
@@ -413,7 +435,7 @@ def _tile_logits(core: _Core, x_c, W_t, b_t, v_c, size: int):
     if core.P != 1:
         z = z.reshape(x_c.shape[0], size, core.P)
     if core.probs:
-        return jnp.where(v_c.reshape((-1,) + (1,) * (z.ndim - 1)), z, 0)
+        return jnp.where(_row_mask(v_c, z.ndim), z, 0)
     return _guarded(core, z, v_c)
 
 
@@ -654,7 +676,7 @@ def _weight_block(CP: int, D: int) -> int:
 
 def _add_rows(a, lo, upd):
     """``a`` with ``upd`` added to its rows ``lo:lo + len(upd)``: read, add and write back
-    with one start index, which XLA updates in place (see ``_backprop_chunk``)."""
+    with one start index, which XLA updates in place (see ``_scan_blocks``)."""
     return jax.lax.dynamic_update_slice_in_dim(a, jax.lax.dynamic_slice_in_dim(a, lo, upd.shape[0]) + upd, lo, 0)
 
 
@@ -680,8 +702,6 @@ def _backprop_chunk(gW, dz, x_c, W2, need_x: bool, precision):
         if gW is not None:
             gW = gW + _dot(dz, x_c, ((0,), (0,)), precision, w_sharding)
         return gW, gx
-    block = _weight_block(CP, D)
-    n_full, tail = divmod(CP, block)
 
     def update(carry, lo, size, W_b):
         gW, gx = carry
@@ -693,28 +713,7 @@ def _backprop_chunk(gW, dz, x_c, W2, need_x: bool, precision):
         return gW, gx
 
     carry = (gW, S.zeros_like(dz, shape=(rows, D)) if need_x else None)
-    if n_full == 1:
-        carry = update(carry, 0, block, jax.lax.slice_in_dim(W2, 0, block))
-    elif n_full > 1:
-        # The weight's blocks are the scan's xs (a free reshape). Slicing them inside a
-        # fori_loop instead makes JAX's partial evaluation stack every slice (a second
-        # weight-sized buffer).
-        Wb = jax.lax.slice_in_dim(W2, 0, n_full * block).reshape(n_full, block, D)
-
-        # The block's first row is unsigned, so that no slice normalises it for negative
-        # values: JAX's partial evaluation hoists the index arithmetic out of the loops,
-        # one array per use, and with three different index arrays XLA could not see
-        # that the gradient's slice and its update are the same rows; it copied the
-        # slice first (8 MiB per block). With one index, reading, adding and writing
-        # the block is one in-place loop (4-5% of the time at N=1024, D=1024, V=131072).
-        def body(c, inp):
-            i, W_b = inp
-            return update(c, i * block, block, W_b), None
-
-        carry, _ = jax.lax.scan(body, carry, (jnp.arange(n_full, dtype=jnp.uint32), Wb))
-    if tail:
-        carry = update(carry, n_full * block, tail, jax.lax.slice_in_dim(W2, n_full * block, CP))
-    return carry
+    return _scan_blocks(update, carry, CP, _weight_block(CP, D), ((W2, 1),))
 
 
 def _fused_grads(core: _Core, need: _Need, xs, W2, b2, cw, eps, ts, valid):
@@ -848,7 +847,7 @@ def _fused_sum_jvp(core: _Core, primals, tangents):
             # if some sample keeps position q. (With P = 1 a position no sample keeps
             # means every target is ignored, and the gradient is zero already.)
             rows = jnp.tile(jnp.any(kept, axis=(0, 1)), core.C)
-            prod = jnp.where(rows.reshape((-1,) + (1,) * (g.ndim - 1)), g * pairs[k], 0)
+            prod = jnp.where(_row_mask(rows, g.ndim), g * pairs[k], 0)
         else:
             prod = g * pairs[k]
         out = out + jnp.sum(prod).astype(total.dtype)
