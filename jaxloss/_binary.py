@@ -112,7 +112,8 @@ def binary_cross_entropy(
       target: probabilities :math:`t` of the input's shape, floating.
       weight: optional rescaling weight that broadcasts to the input's shape
         (e.g. ``(N, 1)`` or a scalar).
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
 
     Returns:
       ``"none"``: the loss per element, shaped like ``input``; ``"mean"``/``"sum"``: a
@@ -151,7 +152,7 @@ def binary_cross_entropy(
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     _check_float_target(target, input)
     weight = _check_broadcast_weight("weight", weight, input.shape)
     V.check_values("input", input, lambda p: (p >= 0) & (p <= 1), "all elements of input should be between 0 and 1")
@@ -239,7 +240,8 @@ def binary_cross_entropy_with_logits(
       weight: optional rescaling weight that broadcasts to the input's shape
         (floating, integer or bool; a product, so a ``False`` weight on an infinite
         or NaN loss gives NaN, as in torch).
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       pos_weight: optional weight of the positive term, broadcast against the input
         from the last dimension: usually ``(C,)``, one per class (the last axis);
         any shape that broadcasts to the input's shape is accepted, as in torch.
@@ -278,7 +280,7 @@ def binary_cross_entropy_with_logits(
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     _check_float_target(target, input)
     weight = _check_broadcast_weight("weight", weight, input.shape)
     pos_weight = _check_broadcast_weight("pos_weight", pos_weight, input.shape, allow_bool=False)

@@ -870,7 +870,8 @@ def cross_entropy(
         int, negative included, or a concrete 0-d integer array). With
         probability targets only a negative value is accepted, and has no effect
         (as in torch).
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       label_smoothing: :math:`\varepsilon \in [0, 1]`, a float or a traced
         scalar: changing it does not recompile (a literal ``0.0`` compiles a path
         without the smoothing term).
@@ -931,7 +932,7 @@ def cross_entropy(
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     ignore_index = V.require_static_index("ignore_index", ignore_index)
     V.check_scalar("label_smoothing", label_smoothing, lo=0.0, hi=1.0)
     V.require_ndim("input", input, range(1, 1 << 30), what="(C,), (N, C) or (N, C, d_1, ..., d_K)")
@@ -1003,7 +1004,8 @@ def nll_loss(
         of any integer dtype, each in ``[0, C)`` or equal to ``ignore_index``.
       weight: optional class weights of shape ``(C,)``, floating.
       ignore_index: a target value that contributes nothing (any int).
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
 
     Returns:
       ``"none"``: per-sample losses shaped like ``target``; ``"mean"`` and
@@ -1035,7 +1037,7 @@ def nll_loss(
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     ignore_index = V.require_static_index("ignore_index", ignore_index)
     target = _check_class_target("nll_loss", input, target)
     C = input.shape[_class_axis(input)]

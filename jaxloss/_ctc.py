@@ -329,7 +329,8 @@ def ctc_loss(
         ``[0, S]`` for padded targets; summing to ``targets.shape[0]`` for
         concatenated ones.
       blank: the blank label, in ``[0, C)``.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       zero_infinity: replace losses of ``+inf`` (impossible alignments) and their NaN
         gradients by zero (a loss of ``-inf``, from unnormalised inputs, stays, as in torch).
 
@@ -416,7 +417,7 @@ def ctc_loss(
 def _ctc_loss_checked(log_probs, targets, input_lengths, target_lengths, *, blank, reduction, zero_infinity, autodiff):
     log_probs = V.as_array("log_probs", log_probs)
     V.require_floating("log_probs", log_probs)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     blank = V.require_static_int("blank", blank)
     zero_infinity = V.require_static_bool("zero_infinity", zero_infinity)
     V.require_ndim("log_probs", log_probs, (2, 3), what="((T, N, C) or unbatched (T, C))")

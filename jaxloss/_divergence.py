@@ -76,7 +76,8 @@ def kl_div(
       input: log-probabilities :math:`x`, any shape (``(N, *)``, ``()``), floating.
       target: probabilities :math:`t` (log-probabilities with ``log_target``),
         floating, of a shape that broadcasts with ``input`` (as in torch).
-      reduction: ``"none"`` | ``"batchmean"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"batchmean"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       log_target: whether ``target`` is given in log space.
 
     Returns:
@@ -106,7 +107,7 @@ def kl_div(
     target = V.as_array("target", target)
     V.require_floating("input", input)
     V.require_floating("target", target)
-    check_reduction(reduction, KL_REDUCTIONS)
+    reduction = check_reduction(reduction, KL_REDUCTIONS, elementwise_mean=True)
     log_target = V.require_static_bool("log_target", log_target)
     _check_broadcast_target(target, input)
     out_dtype = tensor_result_dtype(input, target)  # a 0-d target does not promote: torch's rule

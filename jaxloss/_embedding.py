@@ -264,7 +264,8 @@ def cosine_embedding_loss(
       target: ``(N,)`` (or broadcastable to it, e.g. ``(1,)``) with batched inputs,
         ``()`` with unbatched ones; values 1 or -1, integer or floating.
       margin: traced; torch suggests :math:`[-1, 1]` (any value is accepted).
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
 
     Returns:
       ``"none"``: ``(N,)`` (``()`` unbatched); otherwise a scalar, in the promoted
@@ -289,7 +290,7 @@ def cosine_embedding_loss(
        ``jax.experimental.checkify.checkify`` to get the error). torch also
        accepts bool targets and integer inputs; jaxloss does not.
     """
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     x1, x2 = _check_floating_arrays(input1=input1, input2=input2)
     target = V.as_array("target", target)
     if not (jnp.issubdtype(target.dtype, jnp.integer) or jnp.issubdtype(target.dtype, jnp.floating)):
@@ -380,7 +381,8 @@ def triplet_margin_loss(
       p: the norm's order, any Python number (``inf`` included); static.
       eps: added to every difference inside the norm; traced.
       swap: the distance swap of Balntas et al.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
 
     Returns:
       ``"none"``: ``(N,)`` (the broadcast shape without the last axis; ``()``
@@ -402,6 +404,7 @@ def triplet_margin_loss(
        A traced ``margin <= 0`` cannot raise inside ``jax.jit``: the result is NaN
        (wrap in ``jax.experimental.checkify.checkify`` to get the error).
     """
+    reduction = check_reduction(reduction, elementwise_mean=True)
     a, pos, neg, swap = _check_triplet(anchor, positive, negative, margin, swap, reduction, floating=True)
     p = _static_p(p)
     V.check_scalar("eps", eps)

@@ -1078,7 +1078,8 @@ def linear_cross_entropy(
       linear_bias: optional ``(C,)``, or ``(C, d_1, ..., d_K)`` for a
         K-dimensional ``linear_weight``.
       weight: optional class weights of shape ``(C,)``.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       ignore_index: a class-index target value that contributes nothing;
         ``None`` means -100. Must be ``None`` with probability targets.
       label_smoothing: :math:`\varepsilon \in [0, 1]`; traced (changing it does
@@ -1176,7 +1177,7 @@ def linear_cross_entropy(
     target = V.as_array("target", target)
     V.require_floating("input", input)
     V.require_floating("linear_weight", linear_weight)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     V.require_choice("method", method, METHODS)
     precision = _check_precision(precision)
     V.check_scalar("label_smoothing", label_smoothing, lo=0.0, hi=1.0)

@@ -131,7 +131,8 @@ def hinge_embedding_loss(
       target: any shape that broadcasts with ``input`` (the result has the
         broadcast shape, as in torch); floating, integer or bool.
       margin: :math:`\Delta`; traced, so changing it does not recompile.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
 
     Returns:
       ``"none"``: the element-wise loss in the broadcast shape; otherwise a scalar.
@@ -148,7 +149,7 @@ def hinge_embedding_loss(
     target = V.as_array("target", target)
     V.require_floating("input", input)
     _require_real_target("target", target, allow_bool=True)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     _check_margin(margin)
     _broadcast_shape(("input", "target"), (input, target))
     return _hinge_embedding_loss(input, target, margin, reduction=reduction, out_dtype=np.dtype(input.dtype))
@@ -188,7 +189,8 @@ def margin_ranking_loss(
       input1, input2: floating arrays.
       target: floating or integer, usually in :math:`\{1, -1\}`.
       margin: :math:`\Delta`; traced, so changing it does not recompile.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
 
     The three arrays must have the same number of dimensions (torch refuses
     otherwise); their shapes broadcast, and the result has the broadcast shape.
@@ -212,7 +214,7 @@ def margin_ranking_loss(
     V.require_floating("input1", input1)
     V.require_floating("input2", input2)
     _require_real_target("target", target, allow_bool=False)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     _check_margin(margin)
     if not input1.ndim == input2.ndim == target.ndim:
         odd = "input2" if input2.ndim != input1.ndim else "target"
@@ -250,7 +252,8 @@ def soft_margin_loss(input: ArrayLike, target: ArrayLike, *, reduction: str = "m
       input: any shape, floating.
       target: ``input``'s shape, or one that broadcasts to it (it may not grow
         the result, as in torch); floating, integer or bool.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
 
     Returns:
       ``"none"``: the element-wise loss, shaped like ``input``; otherwise a
@@ -274,7 +277,7 @@ def soft_margin_loss(input: ArrayLike, target: ArrayLike, *, reduction: str = "m
     target = V.as_array("target", target)
     V.require_floating("input", input)
     _require_real_target("target", target, allow_bool=True)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     V.require_broadcastable("target", target.shape, input.shape, context="(the input's shape)")
     return _soft_margin_loss(input, target, reduction=reduction, out_dtype=np.dtype(input.dtype))
 
@@ -440,7 +443,8 @@ def multi_margin_loss(
       p: 1 or 2 (static).
       margin: :math:`\Delta`; traced, so changing it does not recompile.
       weight: optional class weights of shape ``(C,)``.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
 
     Returns:
       ``"none"``: the per-sample loss, shaped like ``target``; otherwise a scalar,
@@ -471,7 +475,7 @@ def multi_margin_loss(
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     p = _check_p(p)
     _check_margin(margin)
     _check_margin_input(input, "multi_margin_loss")
@@ -608,7 +612,8 @@ def multilabel_margin_loss(input: ArrayLike, target: ArrayLike, *, reduction: st
     Args:
       input: ``(N, C)`` or unbatched ``(C,)`` (or ``()``, one class), floating.
       target: ``input``'s shape, any integer dtype, every entry in ``[-1, C)``.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
 
     Returns:
       ``"none"``: ``(N,)`` (a scalar when unbatched); otherwise a scalar. The dtype
@@ -645,7 +650,7 @@ def multilabel_margin_loss(input: ArrayLike, target: ArrayLike, *, reduction: st
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     _check_margin_input(input, "multilabel_margin_loss")
     V.require_integer("target", target, "class labels ended by -1")
     V.require_shape("target", target, input.shape, context=f"(the input's shape) for input {tuple(input.shape)}")

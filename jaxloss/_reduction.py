@@ -9,14 +9,36 @@ weights that took part).
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 import jax
 import jax.numpy as jnp
 
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
 
 
-def check_reduction(reduction: object, allowed: tuple[str, ...] = REDUCTIONS) -> str:
-    """Return ``reduction`` if it is one of ``allowed``; raise ``ValueError`` otherwise."""
+def warn_at_caller(message: str) -> None:
+    """``warnings.warn(message)`` (a ``UserWarning``, as torch's) attributed to the
+    first frame outside jaxloss: the line that called the public loss."""
+    frame, level = sys._getframe(1), 2  # level 2: the frame of our caller
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "jaxloss":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+def check_reduction(
+    reduction: object, allowed: tuple[str, ...] = REDUCTIONS, *, elementwise_mean: bool = False
+) -> str:
+    """Return ``reduction`` if it is one of ``allowed``; raise ``ValueError`` otherwise.
+
+    ``elementwise_mean``: also take torch's deprecated spelling of ``"mean"``,
+    returning ``"mean"`` with torch's warning, where torch 2.13 takes it (every loss
+    but ``poisson_nll_loss``, ``gaussian_nll_loss``, ``multilabel_soft_margin_loss``
+    and ``triplet_margin_with_distance_loss``)."""
+    if elementwise_mean and isinstance(reduction, str) and reduction == "elementwise_mean":
+        warn_at_caller("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.")
+        return "mean"
     if not isinstance(reduction, str) or reduction not in allowed:
         raise ValueError(
             f"reduction: expected one of {', '.join(repr(r) for r in allowed)}, got {reduction!r}"

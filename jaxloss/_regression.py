@@ -14,7 +14,6 @@ Shared torch 2.13 behaviour, measured against torch itself:
 from __future__ import annotations
 
 import functools
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +24,7 @@ from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype, tensor_result_dtype
 from jaxloss._elementwise import abs_ as _abs
 from jaxloss._elementwise import times_weight
-from jaxloss._reduction import check_reduction, reduce
+from jaxloss._reduction import check_reduction, reduce, warn_at_caller
 
 
 def _check_pair(fn: str, input, target, *, bool_target: bool) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
@@ -45,12 +44,10 @@ def _check_pair(fn: str, input, target, *, bool_target: bool) -> tuple[jax.Array
         ) from None
     if target.shape != input.shape:
         # torch 2.13 warns with these words and then broadcasts.
-        warnings.warn(
+        warn_at_caller(
             f"{fn}: using a target size {tuple(target.shape)} that is different to the input size "
             f"{tuple(input.shape)}. This will likely lead to incorrect results due to broadcasting. "
-            "Please ensure they have the same size.",
-            UserWarning,
-            stacklevel=4,  # the caller of l1_loss etc.
+            "Please ensure they have the same size."
         )
     return input, target, shape
 
@@ -118,7 +115,7 @@ def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype, param_checked
 def _run(fn, kind, input, target, weight, param, reduction, *, bool_target=True):
     # ``param`` passed check_scalar before _run is called: a concrete value is in range.
     param_checked = param is not None and not V.is_traced(param)
-    check_reduction(reduction)
+    reduction = check_reduction(reduction, elementwise_mean=True)
     input, target, shape = _check_pair(fn, input, target, bool_target=bool_target)
     weight = _check_weight(weight, input)
     wdt = None if weight is None or not jnp.issubdtype(weight.dtype, jnp.floating) else weight.dtype
@@ -159,7 +156,8 @@ def l1_loss(
       input: any shape ``(*)``, floating.
       target: broadcastable with ``input`` (torch warns when the shapes differ,
         and so does jaxloss); floating or integer.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       weight: optional per-element weights of exactly ``input``'s shape (floating,
         integer or bool; a product, so a ``False`` weight on a NaN or infinite loss
         gives NaN, as in torch).
@@ -204,7 +202,8 @@ def mse_loss(
       input: any shape ``(*)``, floating.
       target: broadcastable with ``input`` (torch warns when the shapes differ,
         and so does jaxloss); floating, integer or bool.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       weight: optional per-element weights of exactly ``input``'s shape (floating,
         integer or bool; a product, so a ``False`` weight on a NaN or infinite loss
         gives NaN, as in torch).
@@ -252,7 +251,8 @@ def huber_loss(
       input: any shape ``(*)``, floating.
       target: broadcastable with ``input`` (torch warns when the shapes differ,
         and so does jaxloss); floating, integer or bool.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       delta: :math:`\delta > 0`; traced (changing it does not recompile).
       weight: optional per-element weights of exactly ``input``'s shape (floating,
         integer or bool; a product, so a ``False`` weight on a NaN or infinite loss
@@ -309,7 +309,8 @@ def smooth_l1_loss(
       input: any shape ``(*)``, floating.
       target: broadcastable with ``input`` (torch warns when the shapes differ,
         and so does jaxloss); floating, integer or bool.
-      reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+      reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       beta: :math:`\beta \ge 0`; traced (changing it, to 0 included, does not
         recompile).
 

@@ -173,8 +173,14 @@ def test_shapes_per_reduction(name):
 @pytest.mark.parametrize("name", FNS)
 def test_broadcast_warns_like_torch(name):
     x, t = _pair(13, (3, 4))
-    with pytest.warns(UserWarning, match=r"target size \(4,\) that is different to the input size \(3, 4\)"):
+    with pytest.warns(UserWarning, match=r"target size \(4,\) that is different to the input size \(3, 4\)") as seen:
         _fn(name)(x, t[0])
+    # attributed to the line that called the loss, as torch's is; inside the user's
+    # own jit too
+    assert [w.filename for w in seen] == [__file__]
+    with pytest.warns(UserWarning, match="different to the input size") as seen:
+        jax.jit(lambda a, b: _fn(name)(a, b))(x, t[0])
+    assert [w.filename for w in seen] == [__file__]
 
 
 def test_traced_bad_delta_and_beta_give_nan_or_checkify_error():
