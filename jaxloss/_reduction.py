@@ -9,22 +9,12 @@ weights that took part).
 
 from __future__ import annotations
 
-import sys
-import warnings
-
 import jax
 import jax.numpy as jnp
 
+from jaxloss._validation import warn_at_caller
+
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
-
-
-def warn_at_caller(message: str) -> None:
-    """``warnings.warn(message)`` (a ``UserWarning``, as torch's) attributed to the
-    first frame outside jaxloss: the line that called the public loss."""
-    frame, level = sys._getframe(1), 2  # level 2: the frame of our caller
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "jaxloss":
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def check_reduction(

@@ -24,7 +24,7 @@ from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype, tensor_result_dtype
 from jaxloss._elementwise import abs_ as _abs
 from jaxloss._elementwise import times_weight
-from jaxloss._reduction import check_reduction, reduce, warn_at_caller
+from jaxloss._reduction import check_reduction, reduce
 
 
 def _check_pair(fn: str, input, target, *, bool_target: bool) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
@@ -44,7 +44,7 @@ def _check_pair(fn: str, input, target, *, bool_target: bool) -> tuple[jax.Array
         ) from None
     if target.shape != input.shape:
         # torch 2.13 warns with these words and then broadcasts.
-        warn_at_caller(
+        V.warn_at_caller(
             f"{fn}: using a target size {tuple(target.shape)} that is different to the input size "
             f"{tuple(input.shape)}. This will likely lead to incorrect results due to broadcasting. "
             "Please ensure they have the same size."

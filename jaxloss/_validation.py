@@ -13,6 +13,8 @@ Never use ``assert`` or chex asserts here: they can be disabled.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 
@@ -193,3 +195,12 @@ def check_values(name: str, x, predicate: Callable[[np.ndarray], np.ndarray], me
 def debug_check(pred: jax.Array, message: str, **fmt) -> None:
     """A value check for traced code, active under ``checkify.checkify`` only."""
     checkify.debug_check(pred, message, **fmt)
+
+
+def warn_at_caller(message: str) -> None:
+    """``warnings.warn(message)`` (a ``UserWarning``, as torch's) attributed to the
+    first frame outside jaxloss: the line that called the public loss."""
+    frame, level = sys._getframe(1), 2  # level 2: the frame of our caller
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "jaxloss":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
