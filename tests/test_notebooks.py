@@ -22,6 +22,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
+from tests.conftest import USER_XLA_FLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL_NAME = "jaxloss-tests"
@@ -114,8 +116,8 @@ def _kernel_env() -> dict[str, str]:
     env = {"MPLBACKEND": "Agg", "PYTHONPATH": pythonpath}
     # The kernels compile as users' programs do: with the XLA_FLAGS the session started
     # with, not those tests/conftest.py adds (it keeps the former in this variable).
-    if "JAXLOSS_USER_XLA_FLAGS" in os.environ:
-        env["XLA_FLAGS"] = os.environ["JAXLOSS_USER_XLA_FLAGS"]
+    if USER_XLA_FLAGS in os.environ:
+        env["XLA_FLAGS"] = os.environ[USER_XLA_FLAGS]
     return env
 
 
