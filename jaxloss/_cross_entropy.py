@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -98,13 +99,76 @@ def _second_stage(reducer, part: jax.Array, ax: int) -> jax.Array:
     return reducer(jax.lax.optimization_barrier(part), axis=ax, keepdims=True)
 
 
+# XLA:CPU (jaxlib 0.10.2) reduces over a class axis that is not the last one
+# (K-dimensional logits ``(N, C, d_1, ..., d_K)``) slowly once the trailing axes are long:
+# at (1, 150, 256, 256) float32 a plain max or sum took 31-66 ms and cross_entropy's value
+# 98-130 ms (4.3x torch's time), against 10-14 ms with the classes last; with element-wise
+# work fused into the reduction (the smoothing sum of ``x - r``) it was slow from 21
+# classes (29 ms against 2.9 ms for a plain sum at (8, 21, 256, 256)). There the
+# reductions are a halving tree of slices, combined element-wise over the trailing axes,
+# down to at most ``_TREE_LEAVES`` slices that one reduction combines. That last
+# reduction is what XLA writes out: a tree of element-wise ops alone was fused into
+# every reader of its result and recomputed there (cross_entropy's value 2x slower at
+# (8, 21, 256, 256) with an ``ignore_index`` among the classes). Taken with at least
+# ``SLICED_REDUCE_MIN`` trailing elements (at 16384, (N, C, 128, 128), an element-wise
+# tree was slower than XLA's reductions) and at most ``SLICED_REDUCE_MAX_CLASSES`` classes (the range
+# measured); the log-normaliser's and the probability targets' sums from
+# ``SLICED_NORMALISER_MIN_CLASSES`` classes (below, at 19-40 classes, XLA's were as
+# fast), the smoothing sums from 5. See the README's performance section.
+SLICED_REDUCE_MIN = 32768
+SLICED_REDUCE_MAX_CLASSES = 256
+_TREE_LEAVES = 4
+SLICED_NORMALISER_MIN_CLASSES = 64
+
+
+def _sliced(v: jax.Array, ax: int, min_classes: int = _TREE_LEAVES + 1) -> bool:
+    """Whether a reduction of ``v`` over ``ax`` is taken as a tree of slices."""
+    return (
+        ax < v.ndim - 1
+        and max(min_classes, _TREE_LEAVES + 1) <= v.shape[ax] <= SLICED_REDUCE_MAX_CLASSES
+        and math.prod(v.shape[ax + 1 :]) >= SLICED_REDUCE_MIN
+        and not S.is_sharded(v, ax)  # slices of a sharded axis would move data between devices
+    )
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 2))
+def _tree_reduce(reducer, v: jax.Array, ax: int) -> jax.Array:
+    """``reducer(v, axis=ax, keepdims=True)`` (``jnp.sum`` or ``jnp.max``): pairs of slices
+    combined element-wise, halving the axis down to at most ``_TREE_LEAVES`` slices, which
+    one ``reducer`` call combines with the odd slices left over on the way (pairwise: a
+    sum's rounding error bound grows with log C, not C). The tangent is ``reducer``'s
+    own, so every derivative is unchanged."""
+    combine = jnp.add if reducer is jnp.sum else jnp.maximum
+    left = []
+    while v.shape[ax] > _TREE_LEAVES:
+        n, h = v.shape[ax], v.shape[ax] // 2
+        if n % 2:
+            left.append(jax.lax.slice_in_dim(v, n - 1, n, axis=ax))
+        v = combine(jax.lax.slice_in_dim(v, 0, h, axis=ax), jax.lax.slice_in_dim(v, h, 2 * h, axis=ax))
+    return reducer(jnp.concatenate([v, *left], axis=ax), axis=ax, keepdims=True)
+
+
+@_tree_reduce.defjvp
+def _tree_reduce_jvp(reducer, ax, primals, tangents):
+    (v,), (dv,) = primals, tangents
+    _, dout = jax.jvp(functools.partial(reducer, axis=ax, keepdims=True), (v,), (dv,))
+    return _tree_reduce(reducer, v, ax), dout
+
+
+def _axis_reduce(reducer, v: jax.Array, ax: int, keepdims: bool = False, min_classes: int = 0) -> jax.Array:
+    """``reducer(v, axis=ax, keepdims=keepdims)``, as a tree of slices where ``_sliced``
+    with ``min_classes``."""
+    out = _tree_reduce(reducer, v, ax) if _sliced(v, ax, min_classes) else reducer(v, axis=ax, keepdims=True)
+    return out if keepdims else out.squeeze(ax)
+
+
 def _class_reduce(reducer, v: jax.Array, ax: int) -> jax.Array:
     """``reducer(v, axis=ax, keepdims=True)`` (``jnp.sum`` or ``jnp.max``), in two stages when
     the axis is longer than ``LONG_ROW`` (see ``_pieces``): over the pieces, then over
     their results."""
     pieces = _pieces(v.shape[ax])
     if pieces is None:
-        return reducer(v, axis=ax, keepdims=True)
+        return _axis_reduce(reducer, v, ax, keepdims=True, min_classes=SLICED_NORMALISER_MIN_CLASSES)
     return _second_stage(reducer, reducer(_split(v, ax, pieces), axis=ax + 1), ax)
 
 
@@ -118,7 +182,8 @@ def _exp_sum(x: jax.Array, m: jax.Array, ax: int) -> jax.Array:
     ``_class_reduce``: a gradient written in place of them needs that shape.)"""
     pieces = _pieces(x.shape[ax])
     if pieces is None:
-        return jnp.sum(jnp.exp(x.astype(m.dtype) - m), axis=ax, keepdims=True)
+        e = jnp.exp(x.astype(m.dtype) - m)
+        return _axis_reduce(jnp.sum, e, ax, keepdims=True, min_classes=SLICED_NORMALISER_MIN_CLASSES)
     e = jnp.exp(_split(x, ax, pieces).astype(m.dtype) - _split(m, ax, pieces))
     return _second_stage(jnp.sum, jnp.sum(e, axis=ax + 1), ax)
 
@@ -305,7 +370,7 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
             wsum = _bf16_weighted_class_sum(x, wc, ax)
         else:
             xc = jax.lax.optimization_barrier(x).astype(cdt)
-            wsum = jnp.sum(xc if weight is None else _class_weight_view(wc, x.ndim, ax) * xc, axis=ax)
+            wsum = _axis_reduce(jnp.sum, xc if weight is None else _class_weight_view(wc, x.ndim, ax) * xc, ax)
         wsum = wsum - r * total
     else:
         r = jax.lax.stop_gradient(jnp.where(jnp.isfinite(picked), picked, m))
@@ -318,7 +383,8 @@ def _smoothing_sum(x, m, s, picked, weight, ax):
             wsum = jnp.matmul(x, wc, precision=jax.lax.Precision.HIGHEST) - r * total
         else:
             shifted = x - jnp.expand_dims(r, ax)
-            wsum = jnp.sum(shifted if weight is None else _class_weight_view(wc, x.ndim, ax) * shifted, axis=ax)
+            shifted = shifted if weight is None else _class_weight_view(wc, x.ndim, ax) * shifted
+            wsum = _axis_reduce(jnp.sum, shifted, ax)
     if weight is None:
         return total * ((m - r) + s) - wsum
     return _scaled_minus(total, (m - r) + s, wsum)
@@ -526,7 +592,7 @@ def _probability_losses(x, target, weight, label_smoothing, *, normaliser=None):
     m, s = _log_normaliser(x, ax) if normaliser is None else normaliser
     if weight is not None:
         t = t * _class_weight_view(weight.astype(x.dtype), x.ndim, ax)
-    return -jnp.sum(t * (x - m - s), axis=ax)
+    return -_axis_reduce(jnp.sum, t * (x - m - s), ax, min_classes=SLICED_NORMALISER_MIN_CLASSES)
 
 
 def _indices_total(x, target, weight, label_smoothing, *, ignore_index, reduction, out_dtype, normaliser=None):

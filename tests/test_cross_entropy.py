@@ -1183,3 +1183,72 @@ def test_float32_gradient_is_written_over_the_exponentials(options, extra):
         assert temp <= x.size * 4 + (1 << 16), temp
     else:
         assert temp < x.size * 4 // 4, temp
+
+
+# K-dimensional logits with long trailing axes: the class reductions are a tree of slices
+# (XLA:CPU's own reductions over a class axis that is not last are slow there). The
+# smallest layouts that take it: 32768 trailing elements, a class count for each branch.
+SLICED_CASES = [
+    pytest.param(5, id="C5-smoothing-only"),  # the smoothing sums are sliced from 5 classes (odd: 2 + 1 leaves)
+    pytest.param(64, id="C64-normaliser"),  # the normaliser and probability sums from 64
+    pytest.param(97, id="C97-odd"),
+]
+
+
+@pytest.mark.parametrize("C", SLICED_CASES)
+def test_sliced_class_reductions_keep_values_and_every_derivative(C):
+    from jaxloss import _cross_entropy as impl
+
+    rng = np.random.default_rng(C)
+    with jax.enable_x64(True):
+        x = jnp.asarray(3 * rng.standard_normal((1, C, 8, 4096)))
+        assert impl._sliced(x, 1) and impl._sliced(x, 1, impl.SLICED_NORMALISER_MIN_CLASSES) == (C >= 64)
+        t = jnp.asarray(rng.integers(0, C, (1, 8, 4096)))
+        w = jnp.asarray(rng.uniform(0.5, 2.0, C))
+        v = jnp.asarray(rng.standard_normal(x.shape))
+        p = jax.nn.softmax(jnp.asarray(rng.standard_normal(x.shape)), axis=1)
+        every = {"weight": w, "label_smoothing": 0.2, "ignore_index": 1}
+        for kw, reduction in (({}, "mean"), (every, "none"), ({"label_smoothing": 0.1}, "sum")):
+            f = lambda x: L.cross_entropy(x, t, reduction=reduction, **kw)  # noqa: E731
+            ref = lambda x: _reference_ce(x, t, kw.get("weight"), reduction=reduction, **{k: kw[k] for k in kw if k != "weight"})  # noqa: E731
+            s = lambda g: lambda x: jnp.sum(jnp.sin(g(x)))  # noqa: E731
+            for op in (
+                lambda f: f,
+                lambda f: jax.grad(s(f)),
+                lambda f: lambda x: jax.jvp(f, (x,), (v,))[1],  # forward mode
+                lambda f: lambda x: jax.jvp(jax.grad(s(f)), (x,), (v,))[1],  # Hessian-vector product
+            ):
+                np.testing.assert_allclose(jax.jit(op(f))(x), jax.jit(op(ref))(x), rtol=1e-9, atol=1e-14)
+        # probability targets, against their definition
+        fp = lambda x: L.cross_entropy(x, p, weight=w, label_smoothing=0.1)  # noqa: E731
+        q = (p * 0.9 + 0.1 / C) * w[:, None, None]
+        refp = lambda x: jnp.mean(-jnp.sum(q * jax.nn.log_softmax(x, axis=1), axis=1))  # noqa: E731
+        np.testing.assert_allclose(jax.jit(fp)(x), jax.jit(refp)(x), rtol=1e-12)
+        np.testing.assert_allclose(jax.jit(jax.grad(fp))(x), jax.jit(jax.grad(refp))(x), rtol=1e-10, atol=1e-16)
+        # non-finite logits: a masked class (-inf), a row with +inf, a NaN; as the unsliced layout
+        y = x.at[0, 2].set(-jnp.inf).at[0, :, 0, 0].set(jnp.inf).at[0, 3, 1, 1].set(jnp.nan)
+        last = jnp.moveaxis(y, 1, -1).reshape(-1, C)
+        for kw in ({}, {"label_smoothing": 0.1}):
+            got = jax.jit(jax.value_and_grad(lambda y: L.cross_entropy(y, t, reduction="sum", **kw)))(y)
+            want = jax.jit(jax.value_and_grad(lambda z: L.cross_entropy(z, t.reshape(-1), reduction="sum", **kw)))(last)
+            np.testing.assert_array_equal(np.isnan(got[0]), np.isnan(want[0]))
+            g = np.asarray(jnp.moveaxis(got[1], 1, -1).reshape(-1, C))
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(np.asarray(want[1])))
+            # the two layouts sum in different orders: differences of one float64 ulp of 1
+            np.testing.assert_allclose(g, want[1], rtol=1e-12, atol=1e-15)
+
+
+def test_sliced_class_reductions_in_bf16():
+    """bf16 K-dimensional logits on the sliced path: as the same logits laid out class-last
+    (unsliced), to bf16's rounding of the float32 results."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((1, 70, 32768)), jnp.bfloat16)
+    t = jnp.asarray(rng.integers(0, 70, (1, 32768)))
+    w = jnp.asarray(rng.uniform(0.5, 2.0, 70), jnp.float32)
+    last = jnp.moveaxis(x, 1, -1).reshape(-1, 70)
+    for kw in ({}, {"label_smoothing": 0.1}, {"weight": w, "label_smoothing": 0.1}):
+        got = jax.jit(jax.value_and_grad(lambda x: L.cross_entropy(x, t, **kw)))(x)
+        want = jax.jit(jax.value_and_grad(lambda z: L.cross_entropy(z, t.reshape(-1), **kw)))(last)
+        np.testing.assert_allclose(np.float32(got[0]), np.float32(want[0]), rtol=1e-2)
+        g = np.asarray(jnp.moveaxis(got[1], 1, -1).reshape(-1, 70), np.float32)
+        np.testing.assert_allclose(g, np.asarray(want[1], np.float32), rtol=1e-2, atol=1e-9)
