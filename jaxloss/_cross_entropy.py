@@ -158,7 +158,9 @@ def _tree_reduce_jvp(reducer, ax, primals, tangents):
 def _axis_reduce(reducer, v: jax.Array, ax: int, keepdims: bool = False, min_classes: int = 0) -> jax.Array:
     """``reducer(v, axis=ax, keepdims=keepdims)``, as a tree of slices where ``_sliced``
     with ``min_classes``."""
-    out = _tree_reduce(reducer, v, ax) if _sliced(v, ax, min_classes) else reducer(v, axis=ax, keepdims=True)
+    if not _sliced(v, ax, min_classes):
+        return reducer(v, axis=ax, keepdims=keepdims)
+    out = _tree_reduce(reducer, v, ax)
     return out if keepdims else out.squeeze(ax)
 
 
