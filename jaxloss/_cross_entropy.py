@@ -111,9 +111,9 @@ def _second_stage(reducer, part: jax.Array, ax: int) -> jax.Array:
 # every reader of its result and recomputed there (cross_entropy's value 2x slower at
 # (8, 21, 256, 256) with an ``ignore_index`` among the classes). Taken with at least
 # ``SLICED_REDUCE_MIN`` trailing elements (at 16384, (N, C, 128, 128), an element-wise
-# tree was slower than XLA's reductions) and at most ``SLICED_REDUCE_MAX_CLASSES`` classes (the range
-# measured); the log-normaliser's and the probability targets' sums from
-# ``SLICED_NORMALISER_MIN_CLASSES`` classes (below, at 19-40 classes, XLA's were as
+# tree was slower than XLA's reductions) and at most ``SLICED_REDUCE_MAX_CLASSES``
+# classes (the range measured); the log-normaliser's and the probability targets' sums
+# from ``SLICED_NORMALISER_MIN_CLASSES`` classes (below, at 19-40 classes, XLA's were as
 # fast), the smoothing sums from 5. See the README's performance section.
 SLICED_REDUCE_MIN = 32768
 SLICED_REDUCE_MAX_CLASSES = 256
@@ -125,7 +125,7 @@ def _sliced(v: jax.Array, ax: int, min_classes: int = _TREE_LEAVES + 1) -> bool:
     """Whether a reduction of ``v`` over ``ax`` is taken as a tree of slices."""
     return (
         ax < v.ndim - 1
-        and max(min_classes, _TREE_LEAVES + 1) <= v.shape[ax] <= SLICED_REDUCE_MAX_CLASSES
+        and min_classes <= v.shape[ax] <= SLICED_REDUCE_MAX_CLASSES
         and math.prod(v.shape[ax + 1 :]) >= SLICED_REDUCE_MIN
         and not S.is_sharded(v, ax)  # slices of a sharded axis would move data between devices
     )
@@ -155,7 +155,9 @@ def _tree_reduce_jvp(reducer, ax, primals, tangents):
     return _tree_reduce(reducer, v, ax), dout
 
 
-def _axis_reduce(reducer, v: jax.Array, ax: int, keepdims: bool = False, min_classes: int = 0) -> jax.Array:
+def _axis_reduce(
+    reducer, v: jax.Array, ax: int, keepdims: bool = False, min_classes: int = _TREE_LEAVES + 1
+) -> jax.Array:
     """``reducer(v, axis=ax, keepdims=keepdims)``, as a tree of slices where ``_sliced``
     with ``min_classes``."""
     if not _sliced(v, ax, min_classes):

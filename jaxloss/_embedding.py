@@ -312,8 +312,8 @@ def cosine_embedding_loss(
 # ---------------------------------------------------------------- triplet losses
 
 
-def _check_triplet(anchor, positive, negative, margin, swap, reduction, *, floating: bool):
-    check_reduction(reduction)
+def _check_triplet(anchor, positive, negative, margin, swap, reduction, *, floating: bool, elementwise_mean: bool):
+    reduction = check_reduction(reduction, elementwise_mean=elementwise_mean)
     V.check_scalar("margin", margin, lo=0.0, lo_open=True)
     swap = V.require_static_bool("swap", swap)
     if floating:
@@ -327,7 +327,7 @@ def _check_triplet(anchor, positive, negative, margin, swap, reduction, *, float
                 f"{name}: expected {a.ndim} dimensions like anchor (shape {tuple(a.shape)}), "
                 f"got shape {tuple(x.shape)} ({x.ndim} dimensions)"
             )
-    return a, p, n, swap
+    return a, p, n, swap, reduction
 
 
 def _triplet_tail(d_pos, d_neg, d_swap, margin, reduction, out_dtype):
@@ -404,8 +404,9 @@ def triplet_margin_loss(
        A traced ``margin <= 0`` cannot raise inside ``jax.jit``: the result is NaN
        (wrap in ``jax.experimental.checkify.checkify`` to get the error).
     """
-    reduction = check_reduction(reduction, elementwise_mean=True)
-    a, pos, neg, swap = _check_triplet(anchor, positive, negative, margin, swap, reduction, floating=True)
+    a, pos, neg, swap, reduction = _check_triplet(
+        anchor, positive, negative, margin, swap, reduction, floating=True, elementwise_mean=True
+    )
     p = _static_p(p)
     V.check_scalar("eps", eps)
     _check_empty_norm("anchor", _broadcast(("anchor", "positive"), (a.shape, pos.shape)), p)
@@ -506,8 +507,8 @@ def triplet_margin_with_distance_loss(
     """
     if distance_function is not None and not callable(distance_function):
         raise TypeError(f"distance_function: expected a callable or None, got {type(distance_function).__name__}")
-    a, pos, neg, swap = _check_triplet(
-        anchor, positive, negative, margin, swap, reduction, floating=distance_function is None
+    a, pos, neg, swap, reduction = _check_triplet(  # torch rejects "elementwise_mean" here
+        anchor, positive, negative, margin, swap, reduction, floating=distance_function is None, elementwise_mean=False
     )
     if distance_function is None:
         _broadcast(("anchor", "positive"), (a.shape, pos.shape))
