@@ -192,6 +192,21 @@ def _exp_sum(x: jax.Array, m: jax.Array, ax: int) -> jax.Array:
     return _second_stage(jnp.sum, jnp.sum(e, axis=ax + 1), ax)
 
 
+def _softmax_from(x: jax.Array, m: jax.Array, s: jax.Array) -> jax.Array:
+    """The softmax ``exp(x - (m + s))`` from ``logsumexp = m + s`` (``x`` already in
+    ``m``'s dtype), with the rounding error of ``m + s`` taken off as well (TwoSum), so
+    that it is as precise as torch's ``exp((x - m) - s)``: where ``m`` is far larger
+    than ``s`` the sum loses ``s`` (two logits tied at 1e20 had a softmax of 1 each;
+    float32 logits near 1e4 were off by 2e-4). Written with ``m + s`` rather than
+    ``x - m``: a second reader of the broadcast ``m`` (the sum of exponentials
+    reads it) made XLA:CPU write it out at full ``x`` shape. Where the error is not
+    finite (non-finite ``m`` or ``s``) it is 0, the plain formula's semantics."""
+    lse = m + s
+    b = lse - m
+    err = (m - (lse - b)) + (s - b)
+    return jnp.exp((x - lse) - jnp.where(jnp.isfinite(err), err, 0))
+
+
 def _row_max(x: jax.Array, ax: int) -> jax.Array:
     """The row max in the compute dtype (taken in ``x``'s own dtype, where it is exact); 0 where
     it is -inf (a row of -inf: its sum of exponentials is then 0). A +inf max is kept, so
@@ -257,7 +272,7 @@ def _log_normaliser_jvp(ax, primals, tangents):
         # keep an (N, C) float32 buffer alive. The backward widens x by other means
         # than the forward's convert: a convert with two users would be materialised
         # as an (N, C) float32 copy (measured: +0.1 s at N=4096, C=32768).
-        p = jnp.exp(_widen_again(x, m.dtype) - (m + s))
+        p = _softmax_from(_widen_again(x, m.dtype), m, s)
     return (m, s), (jnp.zeros_like(m), jnp.sum(p * dx.astype(m.dtype), axis=ax, keepdims=True))
 
 
@@ -677,7 +692,7 @@ def _bf16_total_jvp(static, primals, tangents):
     if not isinstance(tx, SymbolicZero):
         _, _, _, w_t = _class_index_weights(target, weight, C, ignore_index, cdt)
         scale = 1 / jnp.sum(w_t) if reduction == "mean" else None
-        p = jnp.exp(_widen_again(x, cdt) - (m + s))
+        p = _softmax_from(_widen_again(x, cdt), m, s)
         dz = _class_index_logit_grad(p, target, weight, eps, ax, ignore_index=ignore_index, scale=scale)
         grad = _round_to_bf16(dz)
         out = out + jnp.sum(grad.astype(cdt) * tx.astype(cdt)).astype(out_dtype)
@@ -788,7 +803,7 @@ def _max_shift_total_and_grad(static, x, target, weight, eps):
     """:func:`_picked_total_and_grad` shifted by the row max and written as a formula that
     autodiff can differentiate (the softmax is recomputed from ``x``)."""
     m, s = _max_normaliser(x, _class_axis(x))
-    return _grad_from(jnp.exp(x - (m + s)), (m, s), static, x, target, weight, eps)
+    return _grad_from(_softmax_from(x, m, s), (m, s), static, x, target, weight, eps)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))

@@ -80,6 +80,7 @@ from jaxloss._cross_entropy import (
     _is_ignored,
     _one_hot,
     _probability_losses,
+    _softmax_from,
     _wide_index,
     _row_max,
     _scaled_minus,
@@ -341,8 +342,8 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
         loss, _ = _class_index_losses(
             z, t_c, cw, eps, ignore_index=core.ignore_index, normaliser=(m, s), finite_cotangent=True
         )
-    total, shift = _value_first(loss, valid_c, m + s)
-    p = jnp.exp(z - shift)
+    total, s = _value_first(loss, valid_c, s)
+    p = _softmax_from(z, m, s)
     if core.probs:
         wc = None if cw is None else _class_weight_view(cw.astype(cdt), z.ndim, ax)
         e = None if eps is None else jnp.asarray(eps, cdt)
@@ -357,17 +358,17 @@ def _loss_and_logit_grad(core: _Core, z, cw, eps, t_c, valid_c):
     return total, _masked_rows_zeroed(core, dz, valid_c, s).reshape(rows, core.C * core.P)
 
 
-def _value_first(loss, valid_c, lse):
-    """``(sum of the valid rows' losses, lse)``, with ``lse`` made to depend on the
-    losses by a term that is exactly 0. Through it XLA computes the losses (which
-    read the picked logits) before the gradient, so that the gradient is the
-    logits' last reader and is written into their buffer: one ``(rows, C)``
-    buffer per chunk, not two. (An optimisation barrier does not order them: XLA
-    on CPU removes barriers before it schedules; a data dependency is what the
-    scheduler follows.)"""
+def _value_first(loss, valid_c, s):
+    """``(sum of the valid rows' losses, s)``, with ``s`` (a row statistic the gradient
+    reads) made to depend on the losses by a term that is exactly 0. Through it XLA
+    computes the losses (which read the picked logits) before the gradient, so that
+    the gradient is the logits' last reader and is written into their buffer: one
+    ``(rows, C)`` buffer per chunk, not two. (An optimisation barrier does not order
+    them: XLA on CPU removes barriers before it schedules; a data dependency is what
+    the scheduler follows.)"""
     loss = jnp.where(_row_mask(valid_c, loss.ndim), loss, 0)
     zero = jnp.minimum(jnp.abs(jnp.where(jnp.isfinite(loss), loss, 0)), 0)
-    return jnp.sum(loss), lse + jnp.expand_dims(zero, 1)
+    return jnp.sum(loss), s + jnp.expand_dims(zero, 1)
 
 
 # --- "tiled": tiles of rows by classes, two passes over the classes -------------------
@@ -552,7 +553,6 @@ def _tiled_chunk(
             b = b * (1 - e)
             g = jnp.where(kept, e / C, jnp.zeros((), cdt))
             a = b + g * (C if cw is None else wc_total)
-    lse = m + s
     second = grads or core.probs or e is not None or differentiable
 
     def body(c, lo, size, W_t, b_t, cw_t):
@@ -574,7 +574,7 @@ def _tiled_chunk(
                 c["picked"] = c["picked"] + jnp.sum(jnp.where(hit, z, jnp.zeros((), cdt)), axis=1)
         if not grads:
             return c
-        p = jnp.exp(z - expand(lse))
+        p = _softmax_from(z, expand(m), expand(s))
         if core.probs:
             # (Masked rows are zeroed by a product, as in _loss_and_logit_grad.)
             dz = p * expand(q_total) - q * kept_rows

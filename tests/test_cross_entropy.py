@@ -1251,3 +1251,46 @@ def test_sliced_class_reductions_in_bf16():
         np.testing.assert_allclose(np.float32(got[0]), np.float32(want[0]), rtol=1e-2)
         g = np.asarray(jnp.moveaxis(got[1], 1, -1).reshape(-1, 70), np.float32)
         np.testing.assert_allclose(g, np.asarray(want[1], np.float32), rtol=1e-2, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "dtype,C",
+    [
+        ("float64", 5),  # autodiff of the log-normaliser's rule
+        ("float64", 300),  # the picked shift overflows: the max-shifted fallback
+        ("float32", 300),
+        ("bfloat16", 5),  # the bf16 rule (mean/sum) and the narrow-input normaliser (none, probabilities)
+        ("bfloat16", 2048),  # the bf16 rule with the picked shift
+    ],
+)
+def test_softmax_of_huge_tied_logits(dtype, C):
+    """Two logits tied at 1e20, the target (class 0) at 0 and the rest at 0: the
+    softmax is 1/2 on each tied class and 0 elsewhere (exp(-1e20) is 0), so the
+    gradient of the summed losses is ``p - ((1 - eps) onehot + eps / C)`` by hand.
+    Taking the softmax as ``exp(x - (m + s))`` lost ``s = log 2`` next to ``m = 1e20``
+    and gave 1 on each tied class."""
+    with jax.enable_x64(dtype == "float64"):
+        x = jnp.zeros((1, C), dtype).at[0, 1:3].set(1e20)
+        onehot = np.eye(C)[:1]
+        p = np.zeros((1, C))
+        p[0, 1:3] = 0.5
+
+        def grads(x):
+            out = {}
+            for eps in (0.0, 0.1):
+                for reduction in ("none", "mean", "sum"):
+                    for kind, t in (("class", jnp.array([0])), ("probs", jnp.asarray(onehot, dtype))):
+                        f = lambda x: jnp.sum(L.cross_entropy(x, t, reduction=reduction, label_smoothing=eps).astype(jnp.float32))  # noqa: B023,E731
+                        out[eps, reduction, kind] = jax.grad(f)(x)
+                    # K-dimensional: the same row at two positions, (1, C, 2)
+                    xk = jnp.stack([x, x], axis=-1)
+                    f = lambda xk: jnp.sum(L.cross_entropy(xk, jnp.zeros((1, 2), int), reduction=reduction, label_smoothing=eps).astype(jnp.float32))  # noqa: B023,E731
+                    out[eps, reduction, "kdim"] = jax.grad(f)(xk)
+            return out
+
+        tol = {"rtol": 1e-2, "atol": 1e-3} if dtype == "bfloat16" else {"rtol": 1e-6, "atol": 1e-7}
+        for (eps, reduction, kind), g in jax.jit(grads)(x).items():
+            want = p - ((1 - eps) * onehot + eps / C)
+            if kind == "kdim":
+                want = np.stack([want, want], axis=-1) / (2 if reduction == "mean" else 1)
+            np.testing.assert_allclose(np.asarray(g, np.float64), want, **tol, err_msg=f"{eps} {reduction} {kind}")

@@ -243,6 +243,62 @@ def test_infinite_weight_entry_in_a_shorter_last_chunk(kind, mass):
                 _assert_tree_close(got[1], want[1])
 
 
+def test_softmax_of_huge_tied_logits_every_method():
+    """Two rows whose logits are (0, 1e20, 1e20, 0, 0), target class 0: the softmax is 1/2
+    on the tied classes and 0 elsewhere, so the logits' gradient of the summed losses
+    is ``p - q``, ``q = (1 - eps) onehot + eps / C`` (the same target mass for a
+    one-hot probability target), by hand; the linear arguments' gradients are its
+    products with ``linear_weight`` and ``input``. Chunks of one row, tiles of 2
+    classes (the tied classes in two tiles). Taking the softmax as ``exp(z - (m + s))``
+    lost ``s = log 2`` next to ``m = 1e20`` and gave 1 on each tied class."""
+    x = jnp.array([[1.0, 0.0], [1.0, 0.0]])
+    W = jnp.array([[0.0, 0.0], [1e20, 0.0], [1e20, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    b = jnp.zeros(5)
+    p = np.array([0.0, 0.5, 0.5, 0.0, 0.0])
+    onehot = np.eye(5)[0]
+
+    @jax.jit
+    def run(x, W, b):
+        out = {}
+        for method in METHODS:
+            for eps in (0.0, 0.1):
+                for reduction in ("none", "mean", "sum"):
+                    for kind, y in (("class", jnp.array([0, 0])), ("probs", jnp.asarray(np.stack([onehot, onehot]), jnp.float32))):
+                        kw = {"chunk_size": _chunks(method, 1), "method": method, "label_smoothing": eps, "reduction": reduction}
+                        f = lambda x, W, b: jnp.sum(_lce(x, W, b, y, **kw))  # noqa: B023,E731
+                        out[method, eps, reduction, kind] = jax.grad(f, (0, 1, 2))(x, W, b)
+        return out
+
+    for (method, eps, reduction, kind), got in run(x, W, b).items():
+        dz = np.tile(p - ((1 - eps) * onehot + eps / 5), (2, 1)) / (2 if reduction == "mean" else 1)
+        want = (dz @ np.asarray(W, np.float64), dz.T @ np.asarray(x, np.float64), dz.sum(0))
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=1e-6, atol=1e-7, err_msg=f"{method} {eps} {reduction} {kind}")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_gradient_of_offset_logits(method):
+    """float32 logits about 1e4 (through the bias) that float32 holds exactly (small
+    dyadic inputs and weights, the bias 1e4 plus sixteenths; a float32 ulp there is
+    2**-10): the input gradient against the float64 definition,
+    ``(softmax(z) - onehot) @ W`` summed over rows. The softmax depends only on the
+    logits' differences, so the gradient keeps float32's relative precision (about
+    1e-7 measured). Taking the softmax as ``exp(z - (m + s))`` rounded ``m + s`` to
+    the ulp of 1e4 and was off by 2e-4 of the largest entry."""
+    r = np.random.default_rng(3)
+    x = (r.integers(-8, 9, (8, 4)) / 4).astype(np.float32)
+    W = (r.integers(-8, 9, (10, 4)) / 8).astype(np.float32)
+    b = (1e4 + r.integers(-32, 33, 10) / 16).astype(np.float32)
+    y = r.integers(0, 10, 8)
+    z = x.astype(np.float64) @ W.T.astype(np.float64) + b.astype(np.float64)
+    assert np.array_equal(z.astype(np.float32).astype(np.float64), z)  # exact in float32
+    g = jax.jit(jax.grad(lambda x: _lce(x, W, b, y, reduction="sum", chunk_size=_chunks(method, 3, 4), method=method)))(x)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    want = (p - np.eye(10)[y]) @ W.astype(np.float64)
+    np.testing.assert_allclose(np.asarray(g, np.float64), want, rtol=0, atol=1e-6 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("argnum", [0, 1, 2])
 def test_gradient_of_one_argument(method, argnum):
