@@ -1297,6 +1297,15 @@ def linear_cross_entropy(
     b2 = None if linear_bias is None else S.keep_rows(linear_bias.reshape(C * P))
     cw, eps = S.keep_rows(weight), S.replicate(smoothing)
     t = S.replicate(t) if rows is None else S.shard_rows(t, rows, S.mesh_of(x))
+    if D == 1:
+        # One input feature: XLA makes the matmul a product and fuses it into each of
+        # its readers (the row max, the sum of exponentials), which round it
+        # differently (one contracts it into the subtraction of the max: a fused
+        # multiply-add). z - max(z) was then not 0 at the max but up to half an ulp
+        # of z, and logits of 4e9 gave a sum of exponentials of inf. A zero second
+        # feature keeps it a matmul, computed once (an optimisation barrier did not:
+        # XLA removes barriers before it fuses).
+        x, W2 = (jnp.pad(a, ((0, 0), (0, 1))) for a in (x, W2))
     out = _linear_cross_entropy(x, W2, b2, cw, t, eps, spec=spec)
     if reduction == "none":
         out = out.reshape(class_shape)

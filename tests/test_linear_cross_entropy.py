@@ -299,6 +299,40 @@ def test_float32_gradient_of_offset_logits(method):
     np.testing.assert_allclose(np.asarray(g, np.float64), want, rtol=0, atol=1e-6 * np.abs(want).max())
 
 
+def test_one_input_feature_with_large_logits_every_method():
+    """D = 1: float32 logits up to about 1e5 and a row of 4e9 against the float64
+    definition on the same float32 logits (one product each, so the float32 logits
+    are ``float32(x * W)``): losses ``logsumexp(z) - z_t`` and input and weight
+    gradients ``(softmax(z) - onehot) @ W`` and ``(softmax(z) - onehot).T @ x``. XLA
+    had made the one-feature matmul a product fused into each reader, rounded two
+    ways: ``z - max(z)`` was not 0 at the max, the losses were off by 1.5e-4 at 1e4
+    and -inf at 4e9."""
+    r = np.random.default_rng(5)
+    x = r.standard_normal((7, 1)).astype(np.float32)
+    W = (r.standard_normal((6, 1)) * 1e4).astype(np.float32)
+    x[0, 0], W[0, 0] = -0.4, -1e10  # a logit of 4e9
+    y = r.integers(0, 6, 7)
+    y[0] = 1
+    z = (x.astype(np.float64) * W.T.astype(np.float64)).astype(np.float32).astype(np.float64)
+    m = z.max(1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(1))
+    dz = np.exp(z - m) / np.exp(z - m).sum(1, keepdims=True) - np.eye(6)[y]
+
+    @jax.jit
+    def run(x, W):
+        out = {}
+        for method in METHODS:
+            f = lambda x, W: _lce(x, W, None, y, reduction="none", chunk_size=_chunks(method, 3, 4), method=method)  # noqa: B023,E731
+            g = lambda x, W: jnp.sum(_lce(x, W, None, y, reduction="sum", chunk_size=_chunks(method, 3, 4), method=method))  # noqa: B023,E731
+            out[method] = (f(x, W), jax.grad(g, (0, 1))(x, W))
+        return out
+
+    for method, (loss, (gx, gW)) in run(x, W).items():
+        np.testing.assert_allclose(loss, lse - z[np.arange(7), y], rtol=1e-6, err_msg=method)
+        for got, want in ((gx, dz @ W.astype(np.float64)), (gW, dz.T @ x.astype(np.float64))):
+            np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0, atol=1e-6 * np.abs(want).max(), err_msg=method)
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("argnum", [0, 1, 2])
 def test_gradient_of_one_argument(method, argnum):
