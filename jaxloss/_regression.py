@@ -115,7 +115,8 @@ def _pointwise(x, t, weight, param, *, kind, reduction, out_dtype, param_checked
 def _run(fn, kind, input, target, weight, param, reduction, *, bool_target=True):
     # ``param`` passed check_scalar before _run is called: a concrete value is in range.
     param_checked = param is not None and not V.is_traced(param)
-    reduction = check_reduction(reduction, elementwise_mean=True)
+    # torch's weighted losses take another code path, which rejects "elementwise_mean"
+    reduction = check_reduction(reduction, elementwise_mean=weight is None)
     input, target, shape = _check_pair(fn, input, target, bool_target=bool_target)
     weight = _check_weight(weight, input)
     wdt = None if weight is None or not jnp.issubdtype(weight.dtype, jnp.floating) else weight.dtype
@@ -157,7 +158,8 @@ def l1_loss(
       target: broadcastable with ``input`` (torch warns when the shapes differ,
         and so does jaxloss); floating or integer.
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
-        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning
+        (without ``weight``: torch rejects it with one, and so does jaxloss).
       weight: optional per-element weights of exactly ``input``'s shape (floating,
         integer or bool; a product, so a ``False`` weight on a NaN or infinite loss
         gives NaN, as in torch).
@@ -203,7 +205,8 @@ def mse_loss(
       target: broadcastable with ``input`` (torch warns when the shapes differ,
         and so does jaxloss); floating, integer or bool.
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
-        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning
+        (without ``weight``: torch rejects it with one, and so does jaxloss).
       weight: optional per-element weights of exactly ``input``'s shape (floating,
         integer or bool; a product, so a ``False`` weight on a NaN or infinite loss
         gives NaN, as in torch).
@@ -252,7 +255,8 @@ def huber_loss(
       target: broadcastable with ``input`` (torch warns when the shapes differ,
         and so does jaxloss); floating, integer or bool.
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
-        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
+        deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning
+        (without ``weight``: torch rejects it with one, and so does jaxloss).
       delta: :math:`\delta > 0`; traced (changing it does not recompile).
       weight: optional per-element weights of exactly ``input``'s shape (floating,
         integer or bool; a product, so a ``False`` weight on a NaN or infinite loss
