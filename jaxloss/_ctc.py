@@ -173,7 +173,8 @@ def _ctc_loglik(lp, ext, skip, il, L, zero_infinity):
     extended labels ``ext`` (N, 2S+1).
 
     ``zero_infinity`` only changes the derivative: without it, an impossible
-    alignment gets NaN tangents (as torch); with it, zero ones.
+    alignment gets NaN tangents (as torch); with it, zero ones. A NaN likelihood
+    gets NaN tangents either way.
     """
     return _forward(_emissions(lp, ext), skip, il, L)
 
@@ -192,11 +193,12 @@ def _ctc_loglik_jvp(zero_infinity, primals, tangents):
     live = jnp.isfinite(log_gamma) & finite[None, :, None]
     gamma = jnp.where(live, jnp.exp(jnp.where(live, log_gamma, 0.0)), 0.0)
     # An impossible alignment (p = 0) has no derivative: NaN for its frames t <
-    # input_length, as torch gives (zero_infinity masks it out afterwards).
-    if not zero_infinity:
-        t = jnp.arange(e.shape[0])[:, None, None]
-        undefined = (~finite)[None, :, None] & (t < il[None, :, None])
-        gamma = jnp.where(undefined, jnp.nan, gamma)
+    # input_length, as torch gives (zero_infinity masks it out afterwards). A NaN
+    # likelihood (a NaN log-prob) has none either, with zero_infinity too (torch
+    # zeroes only +inf losses).
+    t = jnp.arange(e.shape[0])[:, None, None]
+    undefined = (jnp.isnan(ll) if zero_infinity else ~finite)[None, :, None] & (t < il[None, :, None])
+    gamma = jnp.where(undefined, jnp.nan, gamma)
     # Linear in the tangent; reverse mode transposes this gather into a scatter-add of
     # gamma (the column gather's scatter: one with an index per element was 1.3x-1.5x slower).
     de = _emissions(tangents[0], ext)
@@ -332,7 +334,8 @@ def ctc_loss(
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
         deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       zero_infinity: replace losses of ``+inf`` (impossible alignments) and their NaN
-        gradients by zero (a loss of ``-inf``, from unnormalised inputs, stays, as in torch).
+        gradients by zero (a loss of ``-inf``, from unnormalised inputs, stays, as in torch;
+        so do a NaN loss, from a NaN log-prob, and its NaN gradient).
 
     Returns:
       ``"none"``: the per-sample losses ``(N,)`` (a scalar unbatched);

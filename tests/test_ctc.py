@@ -284,6 +284,31 @@ def test_benchmark_suite_builds_and_runs():
         np.testing.assert_allclose(v, ref, rtol=1e-4, err_msg=str(key))
 
 
+def test_nan_log_prob_gives_nan_gradients_with_and_without_zero_infinity():
+    """A NaN on frame 1 of a sample with input_length 3 (of T = 4), target [1]: the loss
+    is NaN, not +inf, so zero_infinity leaves it and its gradient alone (torch zeroes
+    +inf losses only). A NaN logit (class 2) through log_softmax: the gradient is NaN
+    on every class of the frames t < input_length and 0 on the frame after. A NaN
+    log-prob on the path (class 1) with respect to the log-probs directly: NaN in the
+    blank's and the label's columns on those frames, 0 in the other (the note in
+    ctc_loss's docstring). zero_infinity=True had given 0 everywhere: a finite
+    gradient for a NaN loss."""
+    logits = np.zeros((4, 1, 3), np.float32)
+    logits[1, 0, 2] = np.nan
+    lp = np.log(np.full((4, 1, 3), 1 / 3, np.float32))
+    lp[1, 0, 1] = np.nan
+    for zi in (False, True):
+        def f(x, normalise):  # noqa: B023 (zi is read at once)
+            x = jax.nn.log_softmax(x, axis=-1) if normalise else x
+            return jaxloss.ctc_loss(x, jnp.array([[1]]), (3,), (1,), reduction="sum", zero_infinity=zi)
+
+        assert np.isnan(float(f(logits, True))) and np.isnan(float(f(lp, False)))
+        g = np.asarray(jax.grad(f)(jnp.asarray(logits), True))[:, 0]
+        assert np.isnan(g[:3]).all() and (g[3] == 0).all(), (zi, g)
+        g = np.asarray(jax.grad(f)(jnp.asarray(lp), False))[:, 0]
+        assert np.isnan(g[:3, :2]).all() and (g[:3, 2] == 0).all() and (g[3] == 0).all(), (zi, g)
+
+
 def test_nan_log_prob_on_a_path_gives_nan_and_zero_infinity_keeps_minus_inf():
     # A NaN that a path can use makes the loss NaN (torch: NaN); it used to drop the path.
     lp = np.log(np.full((4, 1, 3), 1 / 3, np.float32))
