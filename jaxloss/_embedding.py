@@ -70,7 +70,7 @@ def _norm_last(d: jax.Array, p: float) -> jax.Array:
     if p == 1:
         return jnp.sum(_abs(d), axis=-1)
     # The zero norm is selected by ``s == 0`` (not ``s > 0``) so that NaN stays NaN.
-    if p == 2:
+    if p == 2 and d.shape[-1] != 1:
         s = jnp.sum(d * d, axis=-1)
         zero = s == 0
         return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, s)))
@@ -83,8 +83,13 @@ def _p_norm(d: jax.Array, p: float) -> jax.Array:
 
     The derivative is torch's ``norm_backward`` formula (below), not autodiff of
     the sum of powers: they differ only on rows whose norm is NaN, infinite or
-    tiny, where torch's gradient is NaN on the zero entries too (``0 * NaN``)."""
+    tiny, where torch's gradient is NaN on the zero entries too (``0 * NaN``).
+
+    Over one entry the norm is ``|d|``, exactly, as torch's (the sum of powers
+    overflowed: 1e20 gave inf in float32); its gradient is still the formula's."""
     a = jnp.abs(d)
+    if d.shape[-1] == 1:
+        return a[..., 0]
     nz = a != 0  # (NaN counts as nonzero: it stays NaN)
     # |0|^p is 0 for p > 0 and inf for p < 0 (then the norm is 0, as in torch).
     ap = jnp.where(nz, jnp.where(nz, a, 1) ** p, 0 if p > 0 else jnp.inf)
