@@ -959,7 +959,8 @@ def cross_entropy(
         deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
       label_smoothing: :math:`\varepsilon \in [0, 1]`, a float or a traced
         scalar: changing it does not recompile (a literal ``0.0`` compiles a path
-        without the smoothing term).
+        without the smoothing term). A bool raises ``TypeError`` (torch reads
+        ``True`` as 1.0).
 
     Returns:
       ``"none"``: the per-sample losses, of shape ``input`` without the class

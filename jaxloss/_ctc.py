@@ -326,7 +326,8 @@ def ctc_loss(
         1-D ``targets`` is that one sample's target (its length must equal the
         target length) and ``(1, S)`` is padded. Labels are in ``[0, C)``.
       input_lengths: frames per sample, shape ``(N,)`` (``()`` or ``(1,)``
-        unbatched): an integer array or a tuple of ints, each in ``[0, T]``.
+        unbatched): an integer array or a tuple of ints, each in ``[0, T]``
+        (``(N, 1)`` raises ``ValueError``; torch flattens it).
       target_lengths: target length per sample, same shapes, each in
         ``[0, S]`` for padded targets; summing to ``targets.shape[0]`` for
         concatenated ones.

@@ -1083,7 +1083,7 @@ def linear_cross_entropy(
       ignore_index: a class-index target value that contributes nothing;
         ``None`` means -100. Must be ``None`` with probability targets.
       label_smoothing: :math:`\varepsilon \in [0, 1]`; traced (changing it does
-        not recompile).
+        not recompile). A bool raises ``TypeError`` (torch reads ``True`` as 1.0).
       options: torch's keyword, so that torch calls port unchanged: ``None`` or a
         ``torch.nn.LinearCrossEntropyOptions`` (any object with a
         ``batch_chunk_size`` attribute). jaxloss always chunks; a
