@@ -59,3 +59,14 @@ if os.environ.get("JAXLOSS_TEST_OPTIMIZED", "") in ("", "0"):
 # entry on an H100. On CPU this changes nothing. tests/test_linear_cross_entropy.py
 # checks that the ``precision`` argument reaches every matmul.
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+# The longest single tests first: the sharding test (a subprocess on four simulated
+# devices, 33-59 s) and the notebooks (their own kernels, 7-33 s each). Collected in
+# file order they came last, and one xdist worker ran them alone at the end of the run
+# while the other had nothing left to take. (A stable sort: the rest keep their order.)
+_LONGEST_FIRST = ("tests/test_sharding.py::test_every_loss_on_sharded_inputs", "tests/test_notebooks.py::")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: not item.nodeid.startswith(_LONGEST_FIRST))
