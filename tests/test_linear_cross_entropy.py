@@ -276,6 +276,14 @@ def test_softmax_of_huge_tied_logits_every_method():
             np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=1e-6, atol=1e-7, err_msg=f"{method} {eps} {reduction} {kind}")
 
 
+def _float64_definition(z, y):
+    """Per-row losses ``logsumexp(z) - z_y`` and their logit gradient ``softmax(z) - onehot``,
+    in float64 (``z`` a float64 ``(N, C)`` array, ``y`` class indices)."""
+    e = np.exp(z - z.max(1, keepdims=True))
+    lse = z.max(1) + np.log(e.sum(1))
+    return lse - z[np.arange(len(y)), y], e / e.sum(1, keepdims=True) - np.eye(z.shape[1])[y]
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_float32_gradient_of_offset_logits(method):
     """float32 logits about 1e4 (through the bias) that float32 holds exactly (small
@@ -293,9 +301,7 @@ def test_float32_gradient_of_offset_logits(method):
     z = x.astype(np.float64) @ W.T.astype(np.float64) + b.astype(np.float64)
     assert np.array_equal(z.astype(np.float32).astype(np.float64), z)  # exact in float32
     g = jax.jit(jax.grad(lambda x: _lce(x, W, b, y, reduction="sum", chunk_size=_chunks(method, 3, 4), method=method)))(x)
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    want = (p - np.eye(10)[y]) @ W.astype(np.float64)
+    want = _float64_definition(z, y)[1] @ W.astype(np.float64)
     np.testing.assert_allclose(np.asarray(g, np.float64), want, rtol=0, atol=1e-6 * np.abs(want).max())
 
 
@@ -314,9 +320,7 @@ def test_one_input_feature_with_large_logits_every_method():
     y = r.integers(0, 6, 7)
     y[0] = 1
     z = (x.astype(np.float64) * W.T.astype(np.float64)).astype(np.float32).astype(np.float64)
-    m = z.max(1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(z - m).sum(1))
-    dz = np.exp(z - m) / np.exp(z - m).sum(1, keepdims=True) - np.eye(6)[y]
+    losses, dz = _float64_definition(z, y)
 
     @jax.jit
     def run(x, W):
@@ -328,7 +332,7 @@ def test_one_input_feature_with_large_logits_every_method():
         return out
 
     for method, (loss, (gx, gW)) in run(x, W).items():
-        np.testing.assert_allclose(loss, lse - z[np.arange(7), y], rtol=1e-6, err_msg=method)
+        np.testing.assert_allclose(loss, losses, rtol=1e-6, err_msg=method)
         for got, want in ((gx, dz @ W.astype(np.float64)), (gW, dz.T @ x.astype(np.float64))):
             np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0, atol=1e-6 * np.abs(want).max(), err_msg=method)
 
