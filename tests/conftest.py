@@ -64,7 +64,9 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # The longest single tests first: the sharding test (a subprocess on four simulated
 # devices, 33-59 s) and the notebooks (their own kernels, 7-33 s each). Collected in
 # file order they came last, and one xdist worker ran them alone at the end of the run
-# while the other had nothing left to take. (A stable sort: the rest keep their order.)
+# while the other had nothing left to take; work stealing (pyproject's --dist
+# worksteal) splits queues, not tests, so one long test at the end would still do that.
+# (A stable sort: the rest keep their order.)
 _LONGEST_FIRST = ("tests/test_sharding.py::test_every_loss_on_sharded_inputs", "tests/test_notebooks.py::")
 
 
