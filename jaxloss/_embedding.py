@@ -293,7 +293,11 @@ def cosine_embedding_loss(
        0/1 labels); jaxloss raises ``ValueError`` when ``target`` is concrete.
        Inside ``jax.jit`` it cannot raise and gives torch's 0 (wrap the call in
        ``jax.experimental.checkify.checkify`` to get the error). torch also
-       accepts bool targets and integer inputs; jaxloss does not.
+       accepts bool targets and integer inputs; jaxloss does not. bf16/f16 losses
+       and gradients are computed in float32 and rounded once; torch's rounding
+       in the input's dtype can differ from that by far more than one ulp where
+       terms cancel (the gradient over one feature, about 0 in float64, is 1 in
+       torch at some bf16 inputs).
     """
     reduction = check_reduction(reduction, elementwise_mean=True)
     x1, x2 = _check_floating_arrays(input1=input1, input2=input2)
@@ -407,7 +411,10 @@ def triplet_margin_loss(
 
     .. note::
        A traced ``margin <= 0`` cannot raise inside ``jax.jit``: the result is NaN
-       (wrap in ``jax.experimental.checkify.checkify`` to get the error).
+       (wrap in ``jax.experimental.checkify.checkify`` to get the error). bf16/f16
+       losses are computed in float32 and rounded once; torch rounds each
+       distance to the input's dtype before subtracting them, which can move
+       the loss by several ulps (jaxloss is the closer to float64).
     """
     a, pos, neg, swap, reduction = _check_triplet(
         anchor, positive, negative, margin, swap, reduction, floating=True, elementwise_mean=True
@@ -508,7 +515,10 @@ def triplet_margin_with_distance_loss(
 
     .. note::
        A traced ``margin <= 0`` cannot raise inside ``jax.jit``: the result is NaN
-       (wrap in ``jax.experimental.checkify.checkify`` to get the error).
+       (wrap in ``jax.experimental.checkify.checkify`` to get the error). The
+       distances are ``distance_function``'s outputs, in its dtype, as in torch:
+       bf16 distances are rounded before they are subtracted (unlike
+       :func:`triplet_margin_loss`, which computes them in float32).
     """
     if distance_function is not None and not callable(distance_function):
         raise TypeError(f"distance_function: expected a callable or None, got {type(distance_function).__name__}")

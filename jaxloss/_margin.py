@@ -144,6 +144,12 @@ def hinge_embedding_loss(
       >>> y = jnp.array([1.0, -1.0, -1.0, 1.0])
       >>> round(float(jaxloss.hinge_embedding_loss(x, y)), 4)
       0.75
+
+    .. note::
+       bf16/f16 losses are computed in float32 and rounded once. torch rounds
+       :math:`\Delta - x_i` and :math:`x_i` each to the input's dtype before adding
+       them for a target other than 1 or -1, so with bf16 ``x = -660`` and target 2
+       torch gives 0 where jaxloss gives float64's 1.
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)
