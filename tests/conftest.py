@@ -20,11 +20,13 @@ JAXLOSS_TEST_OPTIMIZED=1 to run the tests with XLA's defaults. Matmuls run at fu
 float32 precision (below).
 """
 
+import gc
 import os
 import subprocess
 import sys
 
 import jax
+import pytest
 
 # XLA_FLAGS as the session found them, before the flag below: the notebooks' kernels
 # get these. Set once, by the first process (pytest, or xdist's controller, whose
@@ -72,3 +74,16 @@ _LONGEST_FIRST = ("tests/test_sharding.py::test_every_loss_on_sharded_inputs", "
 
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: not item.nodeid.startswith(_LONGEST_FIRST))
+
+
+# An xdist worker frees the suite's compiled programs before it reports that it has
+# finished. Otherwise pytest's last garbage collection (its unraisable-exception check,
+# after the report) frees them, which took over 5 s on a slow run; execnet gives a
+# finished worker 5 s, then sends it SIGINT, and the KeyboardInterrupt landing in JAX's
+# gc callback ended runs with a PytestUnraisableExceptionWarning. (The hook runs before
+# xdist's own sessionfinish wrapper sends the report.)
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput"):
+        jax.clear_caches()
+        gc.collect()
