@@ -539,7 +539,12 @@ def _class_index_weights(target, weight, num_classes: int, ignore_index: int, dt
         jnp.all(in_range | ~active), f"target: class index out of range [0, {num_classes}) (and not ignore_index)"
     )
     safe = jnp.where(active & in_range, target, 0)
-    w_t = jnp.ones(target.shape, dtype) if weight is None else S.take_rows(weight.astype(dtype), safe)
+    if weight is None:
+        w_t = jnp.ones(target.shape, dtype)
+    elif num_classes == 0:  # nothing to gather: every target is ignored or out of range
+        w_t = jnp.zeros(target.shape, dtype)
+    else:
+        w_t = S.take_rows(weight.astype(dtype), safe)
     return active, in_range, safe, jnp.where(active, w_t, 0)
 
 
@@ -1080,7 +1085,9 @@ def nll_loss(
 
     if every target is ignored the mean is NaN (0/0), the sum is 0 and the
     gradient is zero. ``nll_loss(log_softmax(x), y)`` equals
-    ``cross_entropy(x, y)``.
+    ``cross_entropy(x, y)``. As in torch, zero classes are accepted (with or
+    without a zero-length ``weight``) when every target is ignored or there are no
+    samples; ``cross_entropy`` rejects them.
 
     Args:
       input: log-probabilities (any real numbers are accepted, as in torch) of
