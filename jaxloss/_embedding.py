@@ -414,7 +414,8 @@ def triplet_margin_loss(
        (wrap in ``jax.experimental.checkify.checkify`` to get the error). bf16/f16
        losses are computed in float32 and rounded once; torch rounds each
        distance to the input's dtype before subtracting them, which can move
-       the loss by several ulps (jaxloss is the closer to float64).
+       the loss by many ulps (12 bf16 ulps in one fuzzed case: torch 13.56,
+       float64 14.34; jaxloss is within one ulp of float64).
     """
     a, pos, neg, swap, reduction = _check_triplet(
         anchor, positive, negative, margin, swap, reduction, floating=True, elementwise_mean=True
