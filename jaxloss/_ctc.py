@@ -108,7 +108,8 @@ def _alphas_and_betas(e, skip, il, L):
 
     alpha_t(s) includes the emission at t; beta_t(s) = log p(the rest of the path
     after t | state s at t) excludes it, and is -inf for t >= input_length. Step k
-    advances alpha to t = k + 1 and beta down to t = T - 2 - k.
+    emits alpha_k and beta_{T-1-k}, then advances alpha to t = k + 1 and beta down
+    to t = T - 2 - k (the T-th step's advance is discarded).
     """
     T, N, S2 = e.shape
     s = jnp.arange(S2)
@@ -132,22 +133,30 @@ def _alphas_and_betas(e, skip, il, L):
     alpha0 = _alpha_init(e[0])
     beta_last = beta_at(T - 1, jnp.full((N, S2), _NEG_INF, e.dtype))  # state-reversed
 
-    def step(carry, xs):
-        ap, bp = carry  # padded alpha_{ta-1}; padded, state-reversed b = beta_{t+1} + e_{t+1}
-        k, e_a, e_b = xs  # e at ta = k + 1, and state-reversed e at tb = T - 2 - k
+    # The step reads its frames from ``e`` by index and emits the states it starts
+    # from, so the scan's outputs are alphas and (reversed) betas whole. Slicing
+    # ``e[1:]`` and a reversed copy of ``e`` as the scan's inputs, and concatenating
+    # the first alpha and last beta to its outputs, made XLA on CPU copy the
+    # (T, N, 2S+1) arrays and fuse the concatenations into the occupancies' loop:
+    # value_and_grad took 0.72x-0.89x the time without them (side by side, six
+    # shapes, T from 100 to 2000, N from 4 to 128, C=30 and 1000; same bits).
+    def step(carry, k):
+        # padded alpha_k; padded, state-reversed beta_{T-1-k} + e_{T-1-k}; beta_{T-1-k}
+        ap, bp, beta_prev = carry
         ta = k + 1
         tb = T - 2 - k
+        e_a = jax.lax.dynamic_index_in_dim(e, ta, 0, keepdims=False)  # clamped at k = T - 1
+        e_b = jnp.flip(jax.lax.dynamic_index_in_dim(e, tb, 0, keepdims=False), axis=-1)
         alpha = jnp.where((ta < il)[:, None], _alpha_step(ap, e_a, skip), ap[:, _PAD:])
         beta = beta_at(tb, _alpha_step(bp, 0, skip_r))
+        out = (ap[:, _PAD:], beta_prev)
         ap = jax.lax.dynamic_update_slice_in_dim(ap, alpha, _PAD, axis=1)
         bp = jax.lax.dynamic_update_slice_in_dim(bp, beta + e_b, _PAD, axis=1)
-        return (ap, bp), (alpha, beta)
+        return (ap, bp, beta), out
 
-    e_r = jnp.flip(e, axis=(0, 2))  # time and states reversed
-    init = (_padded(alpha0), _padded(beta_last + e_r[0]))
-    _, (alphas, betas) = jax.lax.scan(step, init, (jnp.arange(T - 1), e[1:], e_r[1:]))
-    alphas = jnp.concatenate([alpha0[None], alphas], axis=0)
-    betas = jnp.flip(jnp.concatenate([beta_last[None], betas], axis=0), axis=(0, 2))
+    init = (_padded(alpha0), _padded(beta_last + jnp.flip(e[T - 1], axis=-1)), beta_last)
+    _, (alphas, betas) = jax.lax.scan(step, init, jnp.arange(T))
+    betas = jnp.flip(betas, axis=(0, 2))
     return alphas, betas
 
 
