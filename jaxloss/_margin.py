@@ -590,7 +590,10 @@ def _multilabel_margin_loss(x, target, *, reduction, out_dtype):
     nframe, C = (x.shape[0], x.shape[1]) if batched else (1, x.size)
     # Explicitly class-sharded inputs are gathered along the classes (see _sharding).
     x = S.replicate_axis(x.astype(cdt).reshape(nframe, C), 1)
-    t = S.replicate_axis(_as_index(target).reshape(nframe, C), 1)
+    # The barrier keeps XLA from folding the target-only work (end of each list, the
+    # listed-class mask) at compile time when ``jit`` closes over the target: its
+    # interpreter took 27 s for a (4096, 1000) target, against 0.4 s compiled.
+    t = jax.lax.optimization_barrier(S.replicate_axis(_as_index(target).reshape(nframe, C), 1))
     in_range = jnp.all((t >= -1) & (t < C), axis=1)
     loss = _multilabel_hinge(x, t) / C
     V.debug_check(jnp.all(in_range), f"target: labels must be in [-1, {C})")
@@ -651,7 +654,10 @@ def multilabel_margin_loss(input: ArrayLike, target: ArrayLike, *, reduction: st
        row lists every class). Each margin is torch's :math:`1 - x_{y_j} + x_i`,
        so kinks are decided exactly as torch decides them. The derivative is a
        ``custom_jvp`` rule (the loss is piecewise linear): ``grad``, ``jvp``,
-       ``vmap`` and higher orders (all 0, as torch's) work.
+       ``vmap`` and higher orders (all 0, as torch's) work. A target that ``jit``
+       closes over (a constant) compiles as fast as one passed as an argument:
+       XLA is kept from evaluating the target-only work at compile time, which
+       took 27 s for a ``(4096, 1000)`` target.
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)

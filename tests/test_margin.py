@@ -247,6 +247,31 @@ def test_multilabel_margin_long_lists_all_orders_and_transformations():
     np.testing.assert_allclose(per_row, g, rtol=1e-6)
 
 
+def test_multilabel_margin_closed_over_target_is_not_folded():
+    """A target that ``jit`` closes over (a constant) reaches the loop as an array.
+
+    XLA folds constant subexpressions at compile time by interpreting them; for the
+    target's end-of-list search and listed-class mask that took 27 s at N=4096,
+    C=1000. The compiled program's only array constant must be the target itself,
+    not something XLA derived from it (the old code folded a (N, C) mask here).
+    """
+    r = np.random.default_rng(5)
+    N, C = 64, 50
+    t = np.full((N, C), -1, np.int32)
+    t[:, :3] = r.integers(0, C, (N, 3))
+    t = jnp.asarray(t)
+    x = jnp.asarray(r.standard_normal((N, C)), jnp.float32)
+    f = jax.jit(jax.value_and_grad(lambda x: L.multilabel_margin_loss(x, t)))
+    text = f.lower(x).compile().as_text()
+    constants = re.findall(r"= (\w+)\[([\d,]+)\]\{[\d,]*\} constant\(", text)
+    # (index constants of a few elements are the program's own, not the target's)
+    large = {(dtype, dims) for dtype, dims in constants if np.prod([int(d) for d in dims.split(",")]) >= N}
+    assert large == {("s32", f"{N},{C}")}, large
+    expected = jax.jit(jax.value_and_grad(L.multilabel_margin_loss))(x, t)
+    np.testing.assert_array_equal(f(x)[0], expected[0])
+    np.testing.assert_array_equal(f(x)[1], expected[1])
+
+
 def test_kink_subgradients_hand_derived():
     # Hand-derived from torch's kernels (and recorded in the fixtures): hinge/ranking clamp_min
     # passes the gradient at the kink; multi/multilabel margin count only z > 0.
