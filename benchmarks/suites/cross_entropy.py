@@ -92,7 +92,7 @@ def _ce_class_cases(ce, size, *, variants, modes, dtype="float32", torch_modes=N
         elif variant == "weight":
             jl = lambda x, y, yi, w: ce(x, y, weight=w)  # noqa: E731
             ox = None
-            th = lambda x, y, yi, w: F.cross_entropy(x, y, weight=w)  # noqa: E731
+            th = lambda x, y, yi, w: F.cross_entropy(x, y, weight=w.to(x.dtype))  # noqa: E731
         elif variant == "ignore_index":
             jl = lambda x, y, yi, w: ce(x, yi, ignore_index=-100)  # noqa: E731
             ox = None
@@ -109,7 +109,7 @@ def _ce_class_cases(ce, size, *, variants, modes, dtype="float32", torch_modes=N
             jl = lambda x, y, yi, w: ce(x, yi, weight=w, ignore_index=-100, label_smoothing=SMOOTHING)  # noqa: E731
             ox = None
             th = lambda x, y, yi, w: F.cross_entropy(  # noqa: E731
-                x, yi, weight=w, ignore_index=-100, label_smoothing=SMOOTHING
+                x, yi, weight=w.to(x.dtype), ignore_index=-100, label_smoothing=SMOOTHING
             )
         else:  # pragma: no cover - a typo in this file
             raise ValueError(variant)
