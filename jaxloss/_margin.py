@@ -655,9 +655,9 @@ def multilabel_margin_loss(input: ArrayLike, target: ArrayLike, *, reduction: st
        so kinks are decided exactly as torch decides them. The derivative is a
        ``custom_jvp`` rule (the loss is piecewise linear): ``grad``, ``jvp``,
        ``vmap`` and higher orders (all 0, as torch's) work. A target that ``jit``
-       closes over (a constant) compiles as fast as one passed as an argument:
-       XLA is kept from evaluating the target-only work at compile time, which
-       took 27 s for a ``(4096, 1000)`` target.
+       closes over (a constant) is not evaluated by XLA at compile time: for a
+       ``(4096, 1000)`` target that took 27 s, and compiling now takes 0.6 s
+       (0.4 s with the target passed as an argument).
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)
