@@ -138,8 +138,9 @@ def _alphas_and_betas(e, skip, il, L):
     # ``e[1:]`` and a reversed copy of ``e`` as the scan's inputs, and concatenating
     # the first alpha and last beta to its outputs, made XLA on CPU copy the
     # (T, N, 2S+1) arrays and fuse the concatenations into the occupancies' loop:
-    # value_and_grad took 0.72x-0.89x the time without them (side by side, six
-    # shapes, T from 100 to 2000, N from 4 to 128, C=30 and 1000; same bits).
+    # value_and_grad took 0.66x-0.88x the time without them at nine of ten shapes
+    # and 1.02x at one (side by side, T from 100 to 2000, N from 4 to 128, C from
+    # 30 to 1000, S from 20 to 60; same bits).
     def step(carry, k):
         # padded alpha_k; padded, state-reversed beta_{T-1-k} + e_{T-1-k}; beta_{T-1-k}
         ap, bp, beta_prev = carry
