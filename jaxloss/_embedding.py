@@ -44,9 +44,15 @@ def _extreme_abs(d: jax.Array, largest: bool) -> jax.Array:
 
     torch's gradient: ``sgn(d)`` shared evenly by the entries equal to the
     result, and 0 on a row whose result is NaN (no entry equals it; autodiff of
-    ``jnp.max`` would give 0/0 = NaN there)."""
+    ``jnp.max`` would give 0/0 = NaN there).
+
+    A NaN entry makes the result NaN, as in torch. The added ``0 * sum(sign(|d|))``
+    (0, or NaN on a row holding a NaN) makes sure of it: XLA:CPU's YNNPACK
+    reductions (jax 0.10) drop NaN from ``max``/``min``, so ``jnp.max`` alone gave
+    a finite norm for rows of a few hundred entries."""
     a = jnp.abs(d)
-    return jnp.max(a, axis=-1) if largest else jnp.min(a, axis=-1)
+    extreme = jnp.max(a, axis=-1) if largest else jnp.min(a, axis=-1)
+    return extreme + 0 * jnp.sum(jnp.sign(a), axis=-1)
 
 
 @_extreme_abs.defjvp

@@ -386,3 +386,21 @@ def test_pairwise_distance_empty_last_axis_and_0d_keepdim():
     # torch: 0-d inputs give a 0-d distance, keepdim or not
     assert jaxloss.pairwise_distance(jnp.array(1.0), jnp.array(3.0), keepdim=True).shape == ()
     assert jaxloss.pairwise_distance(jnp.ones(2), jnp.ones(2), keepdim=True).shape == (1,)
+
+
+@pytest.mark.parametrize("p", [math.inf, -math.inf])
+@pytest.mark.parametrize("shape", [(2, 3), (256, 256)])
+def test_infinity_norm_of_a_row_holding_nan_is_nan(p, shape):
+    # torch's +-inf norm is NaN on a row holding a NaN. (256, 256) is large enough for
+    # XLA:CPU (jax 0.10) to run the row max/min as a YNNPACK reduction, which drops NaN:
+    # jnp.max alone gave a finite distance there.
+    a = np.ones(shape, np.float32)
+    a[0, 1] = np.nan
+    a[1, 2] = np.inf
+    b = np.zeros(shape, np.float32)
+    d = np.asarray(jaxloss.pairwise_distance(a, b, p=p))
+    assert np.isnan(d[0])
+    assert d[1] == (np.inf if p > 0 else pytest.approx(1.0, rel=1e-5))
+    assert np.all(np.isfinite(d[2:]))
+    assert np.isnan(jaxloss.triplet_margin_loss(a, b, b + 1, p=p))
+    assert np.isnan(jaxloss.triplet_margin_loss(a, b, b + 1, p=p, reduction="sum"))
