@@ -12,7 +12,7 @@ from jax.typing import ArrayLike
 
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype
-from jaxloss._elementwise import times_weight
+from jaxloss._elementwise import log_sigmoid_, times_weight
 from jaxloss._reduction import check_reduction, reduce
 
 # torch's floor under p(1 - p) in the BCE gradient (aten/src/ATen/native/Loss.cpp, EPSILON):
@@ -164,7 +164,7 @@ def binary_cross_entropy(
 @jax.custom_jvp
 def _bcel_terms(x, t, pw):
     """Element-wise BCE on logits (``pw``: ``pos_weight`` or None)."""
-    log_sig = jax.nn.log_sigmoid(x)  # -softplus(-x): exact for |x| up to the float range
+    log_sig = log_sigmoid_(x)  # -softplus(-x): exact for |x| up to the float range
     if pw is not None:
         log_sig = log_sig * (1 + (pw - 1) * t)
     return (1 - t) * x - log_sig

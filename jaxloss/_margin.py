@@ -25,6 +25,7 @@ from jaxloss import _sharding as S
 from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype, tensor_result_dtype
 from jaxloss._elementwise import clamp_min0 as _clamp_min0
+from jaxloss._elementwise import log_sigmoid_, softplus_
 from jaxloss._elementwise import times_weight
 from jaxloss._reduction import check_reduction, reduce
 
@@ -239,7 +240,7 @@ def margin_ranking_loss(
 @functools.partial(jax.jit, static_argnames=("reduction", "out_dtype"))
 def _soft_margin_loss(x, target, *, reduction, out_dtype):
     cdt = compute_dtype(out_dtype)
-    loss = jax.nn.softplus(-target.astype(cdt) * x.astype(cdt))  # log(1 + exp(-y x))
+    loss = softplus_(-target.astype(cdt) * x.astype(cdt))  # log(1 + exp(-y x))
     return reduce(loss, reduction, dtype=out_dtype)
 
 
@@ -296,7 +297,7 @@ def _multilabel_soft_margin_loss(x, target, weight, *, reduction, out_dtype):
     cdt = compute_dtype(out_dtype)
     x = x.astype(cdt)
     t = target.astype(cdt)
-    loss = -(t * jax.nn.log_sigmoid(x) + (1 - t) * jax.nn.log_sigmoid(-x))
+    loss = -(t * log_sigmoid_(x) + (1 - t) * log_sigmoid_(-x))
     if weight is not None:
         loss = times_weight(loss, weight)
     C = x.shape[-1]
