@@ -17,7 +17,7 @@ only, at 1024 x 1024, 2048 x 2048 and 4096 x 4096: 0.29x-0.52x the time for
 
 What was measured and not taken (select-free forms that are exact): for huber,
 smooth_l1, BCE's range check, gaussian_nll's variance check, the hinges' clamp
-and the KL term, 0.3x-0.7x at 4096 x 4096 but 1.2x-2.5x (KL: 1.1x-1.5x) at the
+and the KL term, 0.3x-0.7x at 4096 x 4096 but 1.0x-3.1x (KL: 0.8x-1.5x) at the
 two smaller sizes; ``max(exp(x), x)`` for ``exp_``, a faster value but a slower
 ``value_and_grad``; and Stirling's term, where XLA:CPU summed
 ``log(t) + 0.5 log(2 pi t)`` wrongly (two logs of proportional arguments in one
