@@ -1,4 +1,4 @@
-"""The select-free softplus (``_elementwise.fused_value``) against JAX's: the same
+"""The select-free softplus (``_elementwise.softplus_``) against JAX's: the same
 values, bit for bit, on special values; the same derivatives; NaN and infinities
 kept inside large reductions, and their sums right; and no per-element buffer in a
 value-only program."""
