@@ -37,6 +37,37 @@ def sgn(d: jax.Array, dtype) -> jax.Array:
     return (d > 0).astype(dtype) - (d < 0).astype(dtype)
 
 
+def pow_scalar(x: jax.Array, e: float) -> jax.Array:
+    """torch's ``Tensor.pow(e)`` for a static Python exponent ``e``.
+
+    torch's kernels compute the exponents 2, 3, -1, -2, 0.5 and -0.5 as ``x * x``,
+    ``x * x * x``, ``1 / x``, ``1 / (x * x)``, ``sqrt(x)`` and ``rsqrt(x)`` (0 and 1
+    as a fill and a copy); others go to ``pow``. The difference shows where a power
+    leaves the float range, and in signs: ``1e20 ** -2`` is ``1 / inf = 0`` in
+    float32 for torch (on CPU and CUDA), while a rounded ``pow`` gives the subnormal
+    ``1e-40``, which XLA:CPU flushes to 0 and XLA:GPU keeps; ``(-0.0) ** -0.5`` is
+    ``-inf`` (``pow``'s is ``+inf``). Written out, the result is torch's on every
+    backend (torch's CPU ``sqrt`` itself is not always the rounded square root:
+    3162277.5 for ``sqrt(1e13)`` in float32, where the rounded one is 3162277.75)."""
+    if e == 0:
+        return jnp.ones_like(x)  # torch fills 1 (NaN ** 0 too)
+    if e == 1:
+        return x
+    if e == 2:
+        return x * x
+    if e == 3:
+        return x * x * x
+    if e == -1:
+        return 1 / x
+    if e == -2:
+        return 1 / (x * x)
+    if e == 0.5:
+        return jnp.sqrt(x)
+    if e == -0.5:
+        return 1 / jnp.sqrt(x)
+    return x**e
+
+
 @jax.custom_jvp
 def abs_(d: jax.Array) -> jax.Array:
     """``|d|`` with torch's derivative ``sgn(d)``: 0 at 0 and at NaN."""

@@ -32,6 +32,7 @@ from jaxloss import _validation as V
 from jaxloss._dtypes import compute_dtype, result_dtype, tensor_result_dtype
 from jaxloss._elementwise import abs_ as _abs
 from jaxloss._elementwise import clamp_min0 as _clamp_min0
+from jaxloss._elementwise import pow_scalar as _pow
 from jaxloss._elementwise import sgn as _sgn
 from jaxloss._reduction import check_reduction, reduce
 
@@ -115,15 +116,18 @@ def _p_norm_jvp(p, primals, tangents):
     n = norm[..., None]
     a = jnp.abs(d)
     # torch 2.13's norm_backward for a general p, its masks included; the tangent
-    # is the row sum of ``coef * t``, so reverse mode gets ``coef * cotangent``.
+    # is the row sum of ``coef * t``, so reverse mode gets ``coef * cotangent``. Its
+    # powers are Tensor.pow(Scalar), whose kernels write some exponents out
+    # (``_pow``): with p = -1 and d = 1e20, |d|^-2 is 1 / inf = 0 and the
+    # gradient 0 * inf = NaN, on a GPU too.
     if p < 1:
         # (0 < p < 1 and p < 0) sgn(d) |d|^(p-1), 0 where d = 0, times norm^(1-p).
-        scaled = jnp.where(d == 0, 0, _sgn(d, d.dtype) * jnp.where(d == 0, 1, a) ** (p - 1))
-        coef = scaled * n ** (1 - p)
+        scaled = jnp.where(d == 0, 0, _sgn(d, d.dtype) * _pow(jnp.where(d == 0, 1, a), p - 1))
+        coef = scaled * _pow(n, 1 - p)
     else:
         # (1 < p < 2) sgn(d) |d|^(p-1), (p > 2) d |d|^(p-2); over norm^(p-1), 0 where the norm is 0.
-        scaled = _sgn(d, d.dtype) * a ** (p - 1) if p < 2 else d * a ** (p - 2)
-        coef = scaled * jnp.where(n == 0, 0, 1 / jnp.where(n == 0, 1, n) ** (p - 1))
+        scaled = _sgn(d, d.dtype) * _pow(a, p - 1) if p < 2 else d * _pow(a, p - 2)
+        coef = scaled * jnp.where(n == 0, 0, 1 / _pow(jnp.where(n == 0, 1, n), p - 1))
     return norm, jnp.sum(coef * t, axis=-1)
 
 

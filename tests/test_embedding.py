@@ -15,6 +15,7 @@ from jax.experimental import checkify
 
 import jaxloss
 from tests import _checks
+from jaxloss._elementwise import pow_scalar
 from tests._fixtures import JIT_DTYPE, _cosine_distance, assert_parity, case_params
 
 
@@ -404,3 +405,51 @@ def test_infinity_norm_of_a_row_holding_nan_is_nan(p, shape):
     assert np.all(np.isfinite(d[2:]))
     assert np.isnan(jaxloss.triplet_margin_loss(a, b, b + 1, p=p))
     assert np.isnan(jaxloss.triplet_margin_loss(a, b, b + 1, p=p, reduction="sum"))
+
+
+# torch's Tensor.pow(Scalar) writes these exponents out (x * x, 1 / (x * x), ...; 0.5 and
+# -0.5 as square roots, whose rounding differs: XLA takes 1 / sqrt(x) as rsqrt(x)).
+_WRITTEN_OUT = [0.0, 1.0, 2.0, 3.0, -1.0, -2.0]
+
+
+def test_pow_scalar_leaves_the_float_range_as_torch_does():
+    # Hand-derivable: 1e20 * 1e20 overflows float32 to inf, and 1 / inf is 0, where a
+    # rounded pow gives the subnormal 1e-40 (kept by XLA:GPU, flushed by XLA:CPU).
+    # torch's p = -1 norm gradient at |d| = 1e20 is then 0 * inf = NaN on either device.
+    big = jnp.float32(1e20)
+    assert float(jax.jit(lambda x: pow_scalar(x, -2.0))(big)) == 0.0
+    assert float(jax.jit(lambda x: pow_scalar(x, 2.0))(big)) == math.inf
+    d = jnp.array([[1e20]], jnp.float32)
+    g = jax.grad(lambda d: jaxloss.pairwise_distance(d, jnp.zeros_like(d), p=-1.0, eps=0.0).sum())(d)
+    assert np.isnan(np.asarray(g)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("e", [*_WRITTEN_OUT, 0.5, -0.5, 1.5, -3.0, 0.25])
+def test_pow_scalar_is_torch_pow(e, dtype):
+    torch = pytest.importorskip("torch")
+    f = np.finfo(dtype)
+    x = np.array(
+        [0.0, -0.0, f.tiny, 1e-20, 1.7e-13, 0.3, 1.0, 3.3, 7.123456, 1e13, 1e20, f.max, np.inf, -2.5, np.nan], dtype
+    )
+    want = torch.as_tensor(x).pow(e).numpy()
+    with jax.enable_x64(dtype == np.float64):
+        got = np.asarray(jax.jit(lambda x: pow_scalar(x, e))(x))
+    assert got.dtype == want.dtype
+    # XLA:CPU flushes subnormal results to zero (a documented difference), so where
+    # torch's result is subnormal jaxloss's is it or a zero.
+    sub = (want != 0) & (np.abs(want) < f.tiny)
+    assert np.all((got[sub] == want[sub]) | (got[sub] == 0)), (x[sub], got[sub], want[sub])
+    if e in (-1.0, -2.0) and dtype == np.float32 and jax.default_backend() == "gpu":
+        # XLA:GPU's float32 division is PTX's div.full (XLA sets -nvptx-prec-divf32=1:
+        # within 2 ulps, not rounded to nearest), torch's the rounded one: 0, inf and
+        # NaN exactly, the rest within 2 ulps.
+        special = ~np.isfinite(want) | (want == 0)
+        np.testing.assert_array_equal(got[special & ~sub], want[special & ~sub])
+        np.testing.assert_allclose(got[~special & ~sub], want[~special & ~sub], rtol=2 * f.eps, atol=0)
+    elif e in _WRITTEN_OUT:  # the same arithmetic: bit for bit
+        np.testing.assert_array_equal(got[~sub], want[~sub])
+    else:  # torch's pow (and its CPU sqrt, for +-0.5) against XLA's: within a few ulps
+        np.testing.assert_allclose(got[~sub], want[~sub], rtol=8 * f.eps, atol=0)
+        num = ~np.isnan(want)  # (a NaN's sign bit means nothing)
+        assert np.array_equal(np.signbit(got[num]), np.signbit(want[num]))  # sqrt(-0.0) = -0.0, 1 / sqrt(-0.0) = -inf
