@@ -110,7 +110,6 @@ MIN_CHUNK_ROWS = 256
 # the CPU rule.)
 GPU_CHUNK_ELEMENTS = 1 << 27
 GPU_MIN_CHUNK_ROWS = 2048
-_GPU_PLATFORMS = ("gpu", "cuda", "rocm")
 
 
 def default_chunk_size(num_tokens: int, num_logits: int, platform: str | None = None) -> int:
@@ -126,7 +125,7 @@ def default_chunk_size(num_tokens: int, num_logits: int, platform: str | None = 
     if platform is None:
         platform = jax.default_backend()
     elements, least = (
-        (GPU_CHUNK_ELEMENTS, GPU_MIN_CHUNK_ROWS) if platform in _GPU_PLATFORMS else (CHUNK_ELEMENTS, MIN_CHUNK_ROWS)
+        (GPU_CHUNK_ELEMENTS, GPU_MIN_CHUNK_ROWS) if platform in S.GPU_PLATFORMS else (CHUNK_ELEMENTS, MIN_CHUNK_ROWS)
     )
     rows = max(least, elements // max(num_logits, 1))
     return max(1, min(int(num_tokens), rows))
@@ -158,20 +157,6 @@ def _divisor_near(total: int, target: int) -> int:
         if total % b == 0:
             return b
     return target
-
-
-def _platform(x) -> str:
-    """The platform ``x`` will be computed on: its devices' if it is a placed array,
-    else the default device's (``jax.default_device``) or JAX's default backend."""
-    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
-        try:
-            return next(iter(x.devices())).platform
-        except Exception:  # e.g. a deleted array: fall back to the defaults below
-            pass
-    device = jax.config.jax_default_device
-    if device is not None:
-        return device if isinstance(device, str) else device.platform
-    return jax.default_backend()
 
 
 class _Core(NamedTuple):
@@ -1285,7 +1270,7 @@ def linear_cross_entropy(
         chunk = chunk_size if chunk_size is not None else max(1, min(N, TILED_ROWS))
         tile = min(C, tile_size) if tile_size is not None else default_tile_size(min(N, chunk), C, P)
     else:
-        chunk = chunk_size if chunk_size is not None else default_chunk_size(N, C * P, _platform(input))
+        chunk = chunk_size if chunk_size is not None else default_chunk_size(N, C * P, S.platform(input))
     spec = _Spec(_Core(probs, C, P, ignore_index, chunk, precision, tile), reduction, method, out_dtype)
     # Explicitly sharded arrays are replicated first (all-gathered; their gradients come
     # back with their own shardings), except the input's rows and the weight's (and

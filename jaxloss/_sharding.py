@@ -19,6 +19,24 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 
+GPU_PLATFORMS = ("gpu", "cuda", "rocm")
+
+
+def platform(x) -> str:
+    """The platform ``x`` will be computed on: its devices' if it is a placed array,
+    else (a tracer, a ShapeDtypeStruct) the default device's (``jax.default_device``)
+    or JAX's default backend."""
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        try:
+            return next(iter(x.devices())).platform
+        except Exception:  # e.g. a deleted array: fall back to the defaults below
+            pass
+    device = jax.config.jax_default_device
+    if device is not None:
+        return device if isinstance(device, str) else device.platform
+    return jax.default_backend()
+
+
 def _type_sharding(x):
     """The sharding in ``x``'s type (None for non-arrays and arrays without one)."""
     return getattr(getattr(x, "aval", None), "sharding", None)

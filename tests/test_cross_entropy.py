@@ -55,20 +55,35 @@ def test_fixture_parity_under_jit(case, picked_everywhere):
     assert_parity(case, transform=jax.jit)
 
 
-def test_picked_shift_from_256_classes_or_4096_off_the_last_axis():
+def test_picked_shift_from_256_classes_or_4096_off_the_last_axis(monkeypatch):
     """Which calls take the picked-logit shift (a while loop for its fallback, in the
-    jaxpr): float32/64 and bf16 class-index "mean"/"sum" with enough classes."""
+    jaxpr): float32/64 and bf16 class-index "mean"/"sum" with enough classes; on a
+    GPU only from 64 MiB of logits. The platform is the default backend's (traced
+    from shapes here, so nothing is placed)."""
 
     def picks(shape, dtype=jnp.float32, reduction="mean"):
-        x = jnp.zeros(shape, dtype)
-        t = jnp.zeros(shape[:1] + shape[2:] if len(shape) > 1 else (), jnp.int32)
-        return "while" in str(jax.make_jaxpr(lambda x: L.cross_entropy(x, t, reduction=reduction))(x))
+        x = jax.ShapeDtypeStruct(shape, dtype)
+        t = jax.ShapeDtypeStruct(shape[:1] + shape[2:] if len(shape) > 1 else (), jnp.int32)
+        return "while" in str(jax.make_jaxpr(lambda x, t: L.cross_entropy(x, t, reduction=reduction))(x, t))
 
+    for backend in ("cpu", "tpu", "gpu"):
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        jax.clear_caches()  # jit's traces are keyed by shapes, not by the patched backend
+        gpu = backend == "gpu"
+        assert picks((16384, 1024)) and picks((8192, 4096), jnp.bfloat16)  # 64 MiB
+        assert picks((1, 4096, 4096)) and not picks((1, 4095, 4096))
+        assert picks((16383, 1024)) != gpu and picks((8191, 4096), jnp.bfloat16) != gpu
+    with jax.enable_x64(True):  # (the GPU's rule still: bytes, not elements)
+        assert picks((8192, 1024), jnp.float64) and not picks((8191, 1024), jnp.float64)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    jax.clear_caches()
     assert picks((4, 256)) and picks((256,)) and picks((4, 256), reduction="sum") and picks((4, 2048), jnp.bfloat16)
     assert not picks((4, 255)) and not picks((4, 256), reduction="none") and not picks((4, 2047), jnp.bfloat16)
     assert picks((2, 4096, 3)) and not picks((2, 4095, 3)) and not picks((2, 256, 3))
     with jax.enable_x64(True):
         assert picks((4, 256), jnp.float64) and not picks((4, 256), jnp.float16)
+    monkeypatch.undo()
+    jax.clear_caches()  # no trace made under a patched backend outlives the test
 
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from jax.experimental import checkify
 
 import jaxloss
-from jaxloss import _linear_cross_entropy as lce_module
+from jaxloss import _sharding as S
 from jaxloss._linear_cross_entropy import (
     CHUNK_ELEMENTS,
     GPU_CHUNK_ELEMENTS,
@@ -624,10 +624,13 @@ def test_never_holds_the_full_logits():
 
 
 def test_default_chunk_size():
-    assert default_chunk_size(10, 50) == 10  # everything fits: one chunk
-    assert default_chunk_size(1 << 20, 256) == CHUNK_ELEMENTS // 256
-    assert default_chunk_size(1 << 20, 1 << 20) == MIN_CHUNK_ROWS  # never starve the matmul
-    assert default_chunk_size(3, 1 << 30) == 3
+    # The CPU rule, named: without a platform the rule is the default backend's (a GPU's
+    # is test_default_chunk_size_on_gpus).
+    assert default_chunk_size(10, 50, "cpu") == 10  # everything fits: one chunk
+    assert default_chunk_size(1 << 20, 256, "cpu") == CHUNK_ELEMENTS // 256
+    assert default_chunk_size(1 << 20, 1 << 20, "cpu") == MIN_CHUNK_ROWS  # never starve the matmul
+    assert default_chunk_size(3, 1 << 30, "cpu") == 3
+    assert default_chunk_size(1 << 20, 256) == default_chunk_size(1 << 20, 256, jax.default_backend())
 
 
 # ---------------------------------------------------------------------- bad input
@@ -726,6 +729,8 @@ def test_torch_options_keyword():
 
 def test_torch_options_object():
     torch = pytest.importorskip("torch")
+    if not hasattr(torch.nn, "LinearCrossEntropyOptions"):
+        pytest.skip(f"torch {torch.__version__} has no LinearCrossEntropyOptions (added in 2.13)")
     x, W, b, cw, y = _problem("class")
     opts = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=4, chunking_method=None)
     np.testing.assert_allclose(np.asarray(lce(x, W, y, options=opts)), np.asarray(lce(x, W, y, chunk_size=4)), rtol=0)
@@ -936,14 +941,15 @@ def test_default_chunk_size_follows_the_platform(monkeypatch):
     def loss(x):
         return jaxloss.linear_cross_entropy(x, W, y)
 
-    assert _scan_lengths(loss, x) == {8}
-    # Under tracing the platform is the default backend's. (A new function: make_jaxpr
-    # caches traces by function.)
+    # Under tracing the platform is the default backend's. (A new function each time:
+    # make_jaxpr caches traces by function.)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert _scan_lengths(lambda x: loss(x), x) == {8}
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert _scan_lengths(lambda x: loss(x), x) == {1}
-    # A placed array's is its device's.
-    assert lce_module._platform(x) == "cpu"
-    assert lce_module._platform(jax.ShapeDtypeStruct((2,), jnp.float32)) == "gpu"
+    # A placed array's is its device's (an array on the host CPU, on a GPU machine too).
+    assert S.platform(jax.device_put(x, jax.devices("cpu")[0])) == "cpu"
+    assert S.platform(jax.ShapeDtypeStruct((2,), jnp.float32)) == "gpu"
 
 
 # ------------------------------------------------------------- method="tiled"
