@@ -10,7 +10,6 @@ import itertools
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -163,6 +162,12 @@ def test_large_reductions_keep_nan_and_inf(name, special):
 def test_value_only_program_holds_no_per_element_buffer(name):
     # The point of the select-free forms: a value-only "mean" reads its inputs once and
     # writes no (N, N) array of losses (the selects made XLA:CPU write one out).
+    if jax.default_backend() != "cpu":
+        # XLA:GPU fuses by its own rules: on an H100 (jax 0.11.2) bce_with_logits with
+        # pos_weight and multilabel_soft_margin wrote their (N, N) losses before the
+        # reduction with jax.nn.softplus and with softplus_ alike (263168 bytes of temp);
+        # bce_with_logits lost its buffer there too (263168 -> 1024 bytes).
+        pytest.skip("the fusion this checks is XLA:CPU's")
     fn, args, kw = CASES[name]
     compiled = jax.jit(functools.partial(fn, **kw)).lower(*args).compile()
     stats = compiled.memory_analysis()

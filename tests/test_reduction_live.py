@@ -75,13 +75,15 @@ def test_every_loss_is_asked():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_elementwise_mean_where_torch_takes_it(case):
     name = case.split("+")[0]
+    if not hasattr(F, name):
+        pytest.skip(f"torch {torch.__version__} has no F.{name} (the fixtures are torch 2.13's)")
     args, kwargs = CASES[case]
     targs = [torch.as_tensor(a) for a in args]
     kwargs_t = {k: torch.as_tensor(v) for k, v in kwargs.items()}
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
-            want = F.__dict__[name](*targs, reduction="elementwise_mean", **kwargs_t)
+            want = getattr(F, name)(*targs, reduction="elementwise_mean", **kwargs_t)
         except ValueError:
             want = None
     fn = getattr(L, name)
