@@ -190,9 +190,10 @@ def poisson_nll_loss(
 
     .. note::
        With ``full=True`` torch's gradient with respect to ``target`` is NaN where
-       ``target == 0`` (its masked Stirling term still differentiates
-       :math:`0 \log 0`); jaxloss gives the finite gradient of the unmasked terms
-       there, and torch's value everywhere else.
+       ``target <= 0`` (its masked Stirling term still differentiates
+       :math:`t \log t` there: :math:`0 \cdot (\log 0 + 1/0)` at 0, the log of a
+       negative number below); jaxloss gives the finite gradient of the unmasked
+       terms there, and torch's value everywhere else.
     """
     input = V.as_array("input", input)
     target = V.as_array("target", target)
