@@ -272,6 +272,9 @@ def cosine_embedding_loss(
     ``"mean"``: :math:`\sum_n \ell_n / N`; ``"sum"``: :math:`\sum_n \ell_n`.
     A zero vector has :math:`\cos = 0` and a finite gradient (torch's
     :math:`10^{-12}`); the clamp's gradient passes at exactly 0, as torch's.
+    In float16 torch adds the :math:`10^{-12}` in float16, where it is 0, so a
+    zero vector gives torch a NaN loss; jaxloss computes in float32 and gives
+    the float32 result (bf16 keeps :math:`10^{-12}`, and agrees with torch).
 
     Args:
       input1: ``(N, D)`` or unbatched ``(D,)``, floating.

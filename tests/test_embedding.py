@@ -128,6 +128,24 @@ def test_low_precision(dtype):
     assert g.dtype == dtype and bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
 
 
+def test_cosine_zero_vector_in_float16_is_the_float32_result():
+    # Hand-derivable: a zero vector has cos = 0, so the loss is 1 - 0 = 1 for y = 1 and
+    # max(0, 0 - margin) = 0 for y = -1 at margin 0. torch adds its 1e-12 to the squared
+    # norms in float16, where it rounds to 0, and gives NaN (checked below when torch is
+    # installed); jaxloss computes in float32, as documented.
+    x1 = jnp.zeros((2, 3), jnp.float16)
+    x2 = jnp.asarray([[1.5, 0.25, -2.0], [0.5, 1.0, 3.0]], jnp.float16)
+    y = jnp.array([1, -1])
+    out = jaxloss.cosine_embedding_loss(x1, x2, y, reduction="none")
+    assert out.dtype == jnp.float16
+    np.testing.assert_array_equal(np.asarray(out, np.float32), [1.0, 0.0])
+    torch = pytest.importorskip("torch")
+    t = torch.nn.functional.cosine_embedding_loss(
+        torch.zeros(2, 3, dtype=torch.float16), torch.tensor(np.asarray(x2)), torch.tensor([1, -1]), reduction="none"
+    )
+    assert bool(torch.isnan(t).all())
+
+
 # torch 2.13: mixed inputs promote; cosine's target dtype does not change the result's.
 @pytest.mark.parametrize(
     "fn, dtypes, expected",
