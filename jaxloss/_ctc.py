@@ -405,6 +405,16 @@ def ctc_loss(
        likelihood overflows only on the last frame.
 
     .. note::
+       A sample whose loss is finite but huge (log-probs near ``-1e6`` that
+       every path must take, e.g. a masked blank under an empty target) gets
+       gradients only as good as its occupancies
+       :math:`\exp(\alpha + \beta - \log p)`, whose exponent is a difference of
+       numbers the size of the loss, from log-probs that keep about 7 digits in
+       float32. Measured in float32 against float64, with torch's error on the
+       same inputs in brackets: 1e-3 (2e-3) at a loss of 1e4, 3e-2 (4e-2) at 1e6,
+       6 (300) at 1e9. The other samples of the batch are not affected.
+
+    .. note::
        torch accepts floating ``targets`` and lengths given as tensors of any
        shape with N elements; jaxloss raises ``TypeError`` for floating targets
        and wants lengths of shape ``(N,)`` (or ``()``/``(1,)`` unbatched).

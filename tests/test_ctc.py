@@ -326,3 +326,26 @@ def test_nan_log_prob_on_a_path_gives_nan_and_zero_infinity_keeps_minus_inf():
     x = jnp.full((2, 1, 3), 3e38, jnp.float32)
     out = jaxloss.ctc_loss(x, jnp.array([[1]]), (2,), (0,), reduction="none", zero_infinity=True)
     assert float(out[0]) == -np.inf
+
+
+def test_a_huge_finite_loss_leaves_the_other_samples_gradients_alone():
+    # Sample 1 has an empty target and its blank masked at -1e6 on frame 5: its only path
+    # takes that log-prob, so its loss is about 1e6 (finite) and its own gradient is only as
+    # good as float32 allows (the note in ctc_loss's docstring). Sample 0's loss and gradient
+    # must be the same as when it is alone in the batch.
+    r = np.random.default_rng(3)
+    x = r.standard_normal((12, 2, 5)).astype(np.float32)
+    x[5, 1, 0] = -1e6
+    targets, il, tl = jnp.array([[1, 2, 3], [1, 1, 1]]), jnp.array([12, 12]), jnp.array([3, 0])
+
+    def f(x, targets, il, tl):
+        return jaxloss.ctc_loss(jax.nn.log_softmax(x, axis=-1), targets, il, tl, reduction="none")
+
+    out, vjp = jax.vjp(lambda x: f(x, targets, il, tl), jnp.asarray(x))
+    assert 9e5 < float(out[1]) < np.inf
+    (g,) = vjp(jnp.array([1.0, 0.0]))
+    alone, vjp0 = jax.vjp(lambda x: f(x, targets[:1], il[:1], tl[:1]), jnp.asarray(x[:, :1]))
+    (g0,) = vjp0(jnp.ones(1))
+    np.testing.assert_allclose(out[0], alone[0], rtol=1e-6)
+    np.testing.assert_allclose(g[:, 0], g0[:, 0], rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(g[:, 1], 0.0)  # zero cotangent on the huge sample
