@@ -622,6 +622,8 @@ def multilabel_margin_loss(input: ArrayLike, target: ArrayLike, *, reduction: st
     Args:
       input: ``(N, C)`` or unbatched ``(C,)`` (or ``()``, one class), floating.
       target: ``input``'s shape, any integer dtype, every entry in ``[-1, C)``.
+        With one class unbatched, ``()`` and ``(1,)`` are both taken, for either
+        input layout (torch's check asks a 0-d or 1-d target for C entries).
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``; torch's
         deprecated ``"elementwise_mean"`` is taken as ``"mean"``, with its warning.
 
@@ -666,6 +668,10 @@ def multilabel_margin_loss(input: ArrayLike, target: ArrayLike, *, reduction: st
     reduction = check_reduction(reduction, elementwise_mean=True)
     _check_margin_input(input, "multilabel_margin_loss")
     V.require_integer("target", target, "class labels ended by -1")
+    if input.ndim <= 1 and target.ndim <= 1 and target.size == input.size:
+        # torch's unbatched check: a 0-d or 1-d target with C entries, so one class
+        # may come as () or (1,) with either input layout.
+        target = target.reshape(input.shape)
     V.require_shape("target", target, input.shape, context=f"(the input's shape) for input {tuple(input.shape)}")
     C = _frames(input)[1]
     V.check_values("target", target, lambda t: (t >= -1) & (t < C), f"labels must be in [-1, {C}) (-1 ends the list)")

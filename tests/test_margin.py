@@ -373,6 +373,9 @@ SHAPES = [
     ("multi_margin_loss", lambda: ((jnp.zeros((1, 3)), jnp.zeros((), jnp.int32)), {}), ()),
     ("multilabel_margin_loss", lambda: ((jnp.zeros((4, 3)), jnp.zeros((4, 3), jnp.int32)), {}), (4,)),
     ("multilabel_margin_loss", lambda: ((jnp.zeros(3), jnp.zeros(3, jnp.int32)), {}), ()),
+    # torch 2.13 takes a 0-d or 1-d target with C entries for an unbatched input (measured)
+    ("multilabel_margin_loss", lambda: ((jnp.zeros(()), jnp.zeros(1, jnp.int32)), {}), ()),
+    ("multilabel_margin_loss", lambda: ((jnp.zeros(1), jnp.zeros((), jnp.int32)), {}), ()),
 ]
 
 
@@ -505,6 +508,10 @@ def test_multilabel_margin_bad_shapes_and_dtypes():
         L.multilabel_margin_loss(x, jnp.zeros((2, 2), jnp.int32))
     with pytest.raises(ValueError, match=r"target: expected shape \(3,\) .*got \(1, 3\)"):
         L.multilabel_margin_loss(jnp.zeros(3), jnp.zeros((1, 3), jnp.int32))
+    with pytest.raises(ValueError, match=r"target: expected shape \(3,\) .*got \(\)"):
+        L.multilabel_margin_loss(jnp.zeros(3), jnp.zeros((), jnp.int32))
+    with pytest.raises(ValueError, match=r"target: expected shape \(\) .*got \(2,\)"):
+        L.multilabel_margin_loss(jnp.zeros(()), jnp.zeros(2, jnp.int32))
     with pytest.raises(TypeError, match="target: expected an integer array .*got dtype float32"):
         L.multilabel_margin_loss(x, jnp.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"input: expected 0 or 1 or 2 dimensions .*got shape \(2, 2, 3\)"):
