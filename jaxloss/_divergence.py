@@ -32,6 +32,13 @@ def _check_broadcast_target(target: jax.Array, input: jax.Array) -> tuple[int, .
 # ----------------------------------------------------------------------------- kl_div
 
 
+def _is_real(x) -> bool:
+    """Floating, integer or bool: not complex (``jnp.number`` includes complex)."""
+    return bool(
+        jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_
+    )
+
+
 @functools.partial(jax.jit, static_argnames=("reduction", "log_target", "out_dtype"))
 def _kl_div(x, t, *, reduction, log_target, out_dtype):
     cdt = compute_dtype(out_dtype)
@@ -198,7 +205,7 @@ def poisson_nll_loss(
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    if not (jnp.issubdtype(target.dtype, jnp.number) or target.dtype == jnp.bool_):
+    if not _is_real(target):
         raise TypeError(f"target: expected a real array (counts), got dtype {target.dtype}")
     check_reduction(reduction)
     log_input = V.require_static_bool("log_input", log_input)
@@ -322,7 +329,7 @@ def gaussian_nll_loss(
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    if not (jnp.issubdtype(target.dtype, jnp.number) or target.dtype == jnp.bool_):
+    if not _is_real(target):
         raise TypeError(f"target: expected a real array, got dtype {target.dtype}")
     full = V.require_static_bool("full", full)
     V.check_scalar("eps", eps)

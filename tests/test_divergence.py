@@ -298,6 +298,13 @@ def test_wrong_types():
         GAUSS(x, t, True)
     with pytest.raises(TypeError, match="var: expected a floating-point array"):
         GAUSS(x, t, jnp.ones((4, 5), jnp.int32))
+    # complex targets: torch computes a complex loss (full=False) or raises (Poisson's
+    # full=True); jaxloss asks for a real target either way
+    for full in (False, True):
+        with pytest.raises(TypeError, match="target: expected a real array .*complex64"):
+            POISSON(x, counts.astype(jnp.complex64), full=full)
+        with pytest.raises(TypeError, match="target: expected a real array, got dtype complex64"):
+            GAUSS(x, t.astype(jnp.complex64), var, full=full)
 
 
 def test_exp_of_plus_inf_with_full_optimisation():
