@@ -32,6 +32,11 @@ def _check_broadcast_target(target: jax.Array, input: jax.Array) -> tuple[int, .
 # ----------------------------------------------------------------------------- kl_div
 
 
+def _is_python_scalar(x: jax.Array) -> bool:
+    """A weakly typed 0-d float or int: a Python number, traced or wrapped by ``jnp.asarray``."""
+    return x.ndim == 0 and bool(x.weak_type) and _is_real(x) and x.dtype != jnp.bool_
+
+
 def _is_real(x) -> bool:
     """Floating, integer or bool: not complex (``jnp.number`` includes complex)."""
     return bool(
@@ -296,7 +301,11 @@ def gaussian_nll_loss(
       var: the variances: a Python float (the same for every element; traced, so
         changing it does not recompile), an array of the input's shape, of the
         input's shape without its last dimension (one variance per row), or of the
-        input's shape with exactly one dimension of size 1 (e.g. ``(N, 1)``).
+        input's shape with exactly one dimension of size 1 (e.g. ``(N, 1)``). A
+        Python number that ``jax.jit``, ``jax.grad`` or ``jnp.asarray`` has made a
+        weakly typed 0-d array is still taken as a Python number, so
+        ``jax.jit(gaussian_nll_loss)(x, t, 0.5)`` works; a 0-d array of a fixed
+        dtype (``jnp.float32(0.5)``) follows torch's rule for a 0-d tensor.
       full: add the constant :math:`\tfrac12 \log 2\pi`.
       eps: :math:`\varepsilon`, the floor under ``var``; traced.
       reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
@@ -342,8 +351,15 @@ def gaussian_nll_loss(
             raise ValueError(f"var: has negative entry/entries (var={var})")
         var_shape: tuple[int, ...] = ()
         var_dtype = None
+    elif _is_python_scalar(var := V.as_array("var", var)):
+        # JAX's mark of a Python scalar: a float or int passed through jax.jit (or
+        # jnp.asarray(0.5)) is taken as the Python number it was, not as a 0-d array. A
+        # 0-d array of a fixed dtype keeps torch's shape rule (torch rejects a 0-d tensor
+        # var for an input of two or more dimensions).
+        V.check_values("var", var, lambda v: ~(v < 0), "has negative entry/entries")
+        var_shape = ()
+        var_dtype = None
     else:
-        var = V.as_array("var", var)
         V.require_floating("var", var)
         var_shape = _gaussian_var_shape(tuple(var.shape), tuple(input.shape))
         V.require_broadcastable("var", var_shape, input.shape, context="(the shape of input)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -211,6 +213,30 @@ def test_scalar_var_is_traced_without_retracing():
     x, t, _, _ = _data((6,))
     # a 1-D input takes a 0-d var (one dimension short); a Python float var broadcasts anywhere
     _checks.assert_hyperparameter_is_traced(lambda v: GAUSS(x, t, v), [0.5, 1.0, 2.0])
+
+
+def test_python_scalar_var_through_jit_and_grad_is_the_python_number():
+    # jax.jit and jax.grad turn a Python float var into a weakly typed 0-d tracer; it must
+    # mean what the Python float means (one variance for every element), for inputs of any
+    # rank, while a 0-d array of a fixed dtype keeps torch's shape rule.
+    x, t, _, _ = _data((4, 5))
+    for v in (0.7, 2):
+        eager = GAUSS(x, t, v, reduction="none")
+        np.testing.assert_allclose(jax.jit(functools.partial(GAUSS, reduction="none"))(x, t, v), eager, rtol=1e-6)
+        np.testing.assert_allclose(GAUSS(x, t, jnp.asarray(v), reduction="none"), eager, rtol=1e-6)
+        assert jax.jit(GAUSS)(x, t, v).dtype == x.dtype  # a Python number does not promote
+    # hand-derivable: d/dv mean(0.5 (log v + d^2 / v)) = 0.5 (1/v - mean(d^2) / v^2)
+    d2 = float(jnp.mean((x - t) ** 2))
+    want = 0.5 * (1 / 0.7 - d2 / 0.7**2)
+    np.testing.assert_allclose(jax.grad(lambda v: GAUSS(x, t, v))(0.7), want, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(jax.grad(lambda v: GAUSS(x, t, v)))(0.7), want, rtol=1e-5)
+    assert np.isnan(float(jax.jit(lambda v: GAUSS(x, t, v))(-0.5)))  # traced: NaN, not an error
+    with pytest.raises(ValueError, match="var: has negative entry/entries"):
+        GAUSS(x, t, jnp.asarray(-0.5))
+    with pytest.raises(ValueError, match=r"var: expected a float, the input's shape \(4, 5\).*got shape \(\)"):
+        GAUSS(x, t, jnp.float32(0.7))
+    with pytest.raises(ValueError, match=r"var: expected a float, the input's shape \(4, 5\).*got shape \(\)"):
+        jax.jit(GAUSS)(x, t, jnp.zeros((), jnp.float32))
 
 
 @pytest.mark.parametrize("shape", [(), (6,), (4, 5), (2, 3, 4)])
