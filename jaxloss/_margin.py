@@ -386,6 +386,8 @@ def _check_margin_input(input: jax.Array, fn: str) -> None:
 
 
 def _check_p(p) -> int:
+    if V.is_traced(p):
+        raise TypeError(f"p: expected a Python int (1 or 2; it is static), got a traced {p!r}; pass it as a static argument")
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, (Real, np.integer, np.floating)) or p not in (1, 2):
         raise ValueError(f"p: only p == 1 and p == 2 are supported, got {p!r}")
     return int(p)

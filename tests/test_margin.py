@@ -478,6 +478,13 @@ def test_multi_margin_p_must_be_1_or_2(p):
         L.multi_margin_loss(jnp.zeros((2, 3)), jnp.zeros(2, jnp.int32), p=p)
 
 
+def test_multi_margin_traced_p_asks_for_a_static_argument():
+    with pytest.raises(TypeError, match=r"p: expected a Python int \(1 or 2; it is static\), got a traced .*static argument"):
+        jax.jit(L.multi_margin_loss)(jnp.zeros((2, 3)), jnp.zeros(2, jnp.int32), p=2)
+    f = jax.jit(L.multi_margin_loss, static_argnames="p")
+    np.testing.assert_allclose(f(jnp.zeros((2, 3)), jnp.zeros(2, jnp.int32), p=2), 2 / 3)  # (1 - 0 + 0)^2 * 2 / 3
+
+
 @pytest.mark.parametrize("weight", [jnp.ones((1, 3)), jnp.ones(4), jnp.ones(()), jnp.ones(2)])
 def test_multi_margin_weight_must_be_1d_of_length_c(weight):
     with pytest.raises(ValueError, match=r"weight: expected a 1-D array of shape \(3,\) .*got " + re.escape(str(tuple(weight.shape)))):
