@@ -32,18 +32,6 @@ def _check_broadcast_target(target: jax.Array, input: jax.Array) -> tuple[int, .
 # ----------------------------------------------------------------------------- kl_div
 
 
-def _is_python_scalar(x: jax.Array) -> bool:
-    """A weakly typed 0-d float or int: a Python number, traced or wrapped by ``jnp.asarray``."""
-    return x.ndim == 0 and bool(x.weak_type) and _is_real(x) and x.dtype != jnp.bool_
-
-
-def _is_real(x) -> bool:
-    """Floating, integer or bool: not complex (``jnp.number`` includes complex)."""
-    return bool(
-        jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_
-    )
-
-
 @functools.partial(jax.jit, static_argnames=("reduction", "log_target", "out_dtype"))
 def _kl_div(x, t, *, reduction, log_target, out_dtype):
     cdt = compute_dtype(out_dtype)
@@ -210,7 +198,7 @@ def poisson_nll_loss(
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    if not _is_real(target):
+    if not V.is_real(target):
         raise TypeError(f"target: expected a real array (counts), got dtype {target.dtype}")
     check_reduction(reduction)
     log_input = V.require_static_bool("log_input", log_input)
@@ -222,6 +210,11 @@ def poisson_nll_loss(
 
 
 # ----------------------------------------------------------------------------- gaussian_nll_loss
+
+
+def _is_python_scalar(x: jax.Array) -> bool:
+    """A weakly typed 0-d float or int: a Python number, traced or wrapped by ``jnp.asarray``."""
+    return x.ndim == 0 and bool(x.weak_type) and V.is_real(x, allow_bool=False)
 
 
 def _gaussian_var_shape(var_shape: tuple[int, ...], in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -338,7 +331,7 @@ def gaussian_nll_loss(
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    if not _is_real(target):
+    if not V.is_real(target):
         raise TypeError(f"target: expected a real array, got dtype {target.dtype}")
     full = V.require_static_bool("full", full)
     V.check_scalar("eps", eps)

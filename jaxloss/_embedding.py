@@ -315,7 +315,7 @@ def cosine_embedding_loss(
     reduction = check_reduction(reduction, elementwise_mean=True)
     x1, x2 = _check_floating_arrays(input1=input1, input2=input2)
     target = V.as_array("target", target)
-    if not (jnp.issubdtype(target.dtype, jnp.integer) or jnp.issubdtype(target.dtype, jnp.floating)):
+    if not V.is_real(target, allow_bool=False):
         raise TypeError(f"target: expected an integer or floating array of 1 and -1, got dtype {target.dtype}")
     V.check_scalar("margin", margin)
     V.require_ndim("target", target, (0, 1), what="((N,) for batched inputs, () for unbatched)")

@@ -45,9 +45,7 @@ def _broadcast_shape(names: tuple[str, ...], arrays: tuple[jax.Array, ...]) -> t
 
 def _require_real_target(name: str, x: jax.Array, *, allow_bool: bool) -> None:
     """A target of any real dtype torch accepts (floating, integer and, where torch takes it, bool)."""
-    ok = jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
-    ok = ok or (allow_bool and x.dtype == jnp.bool_)
-    if not ok:
+    if not V.is_real(x, allow_bool=allow_bool):
         kinds = "floating, integer or bool" if allow_bool else "floating or integer"
         raise TypeError(f"{name}: expected a {kinds} array, got dtype {x.dtype}")
 
@@ -387,7 +385,9 @@ def _check_margin_input(input: jax.Array, fn: str) -> None:
 
 def _check_p(p) -> int:
     if V.is_traced(p):
-        raise TypeError(f"p: expected a Python int (1 or 2; it is static), got a traced {p!r}; pass it as a static argument")
+        raise TypeError(
+            f"p: expected a Python int (1 or 2; it is static), got a traced {p!r}; pass it as a static argument"
+        )
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, (Real, np.integer, np.floating)) or p not in (1, 2):
         raise ValueError(f"p: only p == 1 and p == 2 are supported, got {p!r}")
     return int(p)

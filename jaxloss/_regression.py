@@ -32,8 +32,7 @@ def _check_pair(fn: str, input, target, *, bool_target: bool) -> tuple[jax.Array
     input = V.as_array("input", input)
     target = V.as_array("target", target)
     V.require_floating("input", input)
-    kinds = (jnp.floating, jnp.integer) + ((jnp.bool_,) if bool_target else ())
-    if not any(jnp.issubdtype(target.dtype, k) for k in kinds):
+    if not V.is_real(target, allow_bool=bool_target):
         allowed = "floating or integer" + (" or bool" if bool_target else "")
         raise TypeError(f"target: expected a {allowed} array for {fn}, got dtype {target.dtype}")
     try:

@@ -69,6 +69,16 @@ def require_floating(name: str, x: jax.Array) -> None:
         raise TypeError(f"{name}: expected a floating-point array, got dtype {x.dtype}")
 
 
+def is_real(x: jax.Array, *, allow_bool: bool = True) -> bool:
+    """Floating or integer (and bool where ``allow_bool``): a real dtype, not complex
+    (``jnp.number`` includes complex)."""
+    return bool(
+        jnp.issubdtype(x.dtype, jnp.floating)
+        or jnp.issubdtype(x.dtype, jnp.integer)
+        or (allow_bool and x.dtype == jnp.bool_)
+    )
+
+
 def require_integer(name: str, x: jax.Array, why: str = "") -> None:
     if not jnp.issubdtype(x.dtype, jnp.integer):
         extra = f" ({why})" if why else ""
@@ -160,9 +170,7 @@ def check_scalar(
         v = float(value)
     else:
         arr = value if is_traced(value) else np.asarray(value) if not isinstance(value, jax.Array) else value
-        if getattr(arr, "ndim", None) != 0 or not (
-            jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
-        ):
+        if getattr(arr, "ndim", None) != 0 or not is_real(arr, allow_bool=False):
             raise TypeError(
                 f"{name}: expected a real scalar, got {type(value).__name__} with shape "
                 f"{getattr(arr, 'shape', '?')} and dtype {getattr(arr, 'dtype', '?')}"
