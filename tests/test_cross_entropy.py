@@ -794,6 +794,37 @@ def test_bad_inputs_raise_naming_the_argument():
             call()
 
 
+def test_class_weight_must_be_one_dimensional_with_spatial_targets_too():
+    # torch's K-dimensional class-index path checks only that weight has C entries, so it
+    # takes (C, 1), (1, C) or (2, 3) for C=6 without smoothing, and fails inside with it
+    # (README, differences found by fuzzing). jaxloss asks for (C,) on every path.
+    r = np.random.default_rng(29)
+    x = jnp.asarray(r.standard_normal((3, 6, 2)), jnp.float32)
+    t = jnp.asarray(r.integers(0, 6, (3, 2)))
+    h = jnp.asarray(r.standard_normal((3, 4)), jnp.float32)
+    W = jnp.asarray(r.standard_normal((6, 2, 4)), jnp.float32)
+    for shape in ((6, 1), (1, 6), (2, 3)):
+        w = jnp.ones(shape, jnp.float32)
+        calls = (
+            lambda: L.cross_entropy(x, t, weight=w),
+            lambda: L.nll_loss(x, t, weight=w),
+            lambda: L.linear_cross_entropy(h, W, t, weight=w),
+        )
+        for call in calls:
+            with pytest.raises(ValueError, match=r"weight: expected shape \(6,\) \(one per class, C=6\), got"):
+                call()
+    try:
+        import torch
+    except ImportError:
+        return
+    tx, tt, tw = torch.tensor(np.asarray(x)), torch.tensor(np.asarray(t, np.int64)), torch.rand(6, 1)
+    got = torch.nn.functional.cross_entropy(tx, tt, weight=tw)
+    want = L.cross_entropy(x, t, weight=jnp.asarray(tw.numpy()).reshape(6))
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+    with pytest.raises(RuntimeError):
+        torch.nn.functional.cross_entropy(tx, tt, weight=tw, label_smoothing=0.1)
+
+
 def test_unbatched_input_takes_a_one_element_target_as_the_scalar():
     # torch's forward accepts a (1,) target for (C,) input and returns the scalar
     # target's loss (the fixtures hold its values; torch's backward raises for it, so
