@@ -10,6 +10,12 @@ differentiates. The ``big`` cases use 255-2049 classes, where cross_entropy and
 linear_cross_entropy take their fused paths. The seeds are fixed, so a failure is
 reproducible: the message names the loss, the shapes and the options.
 
+The mutated cases change one array argument of a valid case (a dimension added or
+dropped, the last one grown, the dtype changed): jaxloss must raise ``ValueError`` or
+``TypeError`` naming one of its arguments wherever torch raises, and agree with torch
+wherever torch computes, apart from the differences the README lists (``ALLOWED``).
+Where torch's backward refuses what its forward took, only the values are compared.
+
 Differences that the README and the docstrings document are not compared:
 ``kl_div``'s target gradient at a zero target (``log_target=False``: torch's is NaN),
 the ``"mean"``/``"sum"`` of an empty batch in the margin losses (torch returns
@@ -19,6 +25,8 @@ cases differentiate through ``log_softmax``, the way CTC is used).
 
 from __future__ import annotations
 
+import inspect
+import re
 import warnings
 import zlib
 
@@ -59,7 +67,7 @@ def _compare(name, args, kw, gidx, dtype):
     tkw = {k: (tt(v, False) if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
     try:
         ta = list(targs)
-        if name == "ctc_loss":
+        if name == "ctc_loss" and ta[0].is_floating_point():
             ta[0] = F.log_softmax(ta[0], -1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -72,7 +80,7 @@ def _compare(name, args, kw, gidx, dtype):
     fn0 = getattr(L, name)
 
     def fn(*a, **k):
-        if name == "ctc_loss":
+        if name == "ctc_loss" and jnp.issubdtype(a[0].dtype, jnp.floating):
             return fn0(jax.nn.log_softmax(a[0], -1), *a[1:], **k)
         return fn0(*a, **k)
 
@@ -98,7 +106,10 @@ def _compare(name, args, kw, gidx, dtype):
     if not gi or tv.numel() == 0:
         return None
     ct = np.random.default_rng(1).standard_normal(tvn.shape)
-    tg = torch.autograd.grad(tv, [targs[i] for i in gi], torch.tensor(ct).to(tv.dtype), allow_unused=True)
+    try:
+        tg = torch.autograd.grad(tv, [targs[i] for i in gi], torch.tensor(ct).to(tv.dtype), allow_unused=True)
+    except RuntimeError:  # torch's backward refuses what its forward took (a bool target, a (1,) one)
+        return None
 
     def f(*gs):
         a = list(jargs)
@@ -134,4 +145,81 @@ def test_random_cases_match_torch(name, dtype, big, count):
             if msg:
                 shown = {key: (np.shape(v) if isinstance(v, np.ndarray) else v) for key, v in kw.items()}
                 failures.append(f"case {k}: shapes {[np.shape(a) for a in args]}, {shown}: {msg[:400]}")
+    assert not failures, "\n".join(failures)
+
+
+# Bad input: each case above with one array argument mutated (a dimension added or dropped,
+# the last one grown, its dtype changed to integer/floating, bool or complex). jaxloss must
+# raise ValueError/TypeError naming one of its arguments wherever torch raises, and agree
+# with torch wherever torch computes, except for the differences the README lists:
+ALLOWED = [
+    # "Dtypes are checked alike in every loss": torch computes with some other dtypes.
+    lambda c: c["what"] == "dtype" and c["msg"].startswith("jaxloss raised TypeError"),
+    # ctc_loss lengths of shape (N, 1) (torch flattens them).
+    lambda c: c["name"] == "ctc_loss" and "_lengths: expected one length per sample" in c["msg"],
+    # multilabel_soft_margin_loss: a target or weight that broadcasts beyond the input.
+    lambda c: c["name"] == "multilabel_soft_margin_loss" and "does not broadcast to" in c["msg"],
+    # A class weight of another shape with C entries (torch's K-dimensional path).
+    lambda c: re.search(r"raised ValueError: weight: expected shape \(\d+,\) \(one per class", c["msg"]),
+    # A bool target accepted where torch's subtraction refuses one.
+    lambda c: c["what"] == "dtype" and "with a bool tensor is not supported" in c["msg"],
+    # An unbatched input with a (1,) target and label_smoothing (torch's forward fails).
+    lambda c: "doesn't match the broadcast shape [1]" in c["msg"],
+    # Mixed precision: torch takes the log of an integer target of poisson_nll_loss(full=True)
+    # in float32, next to a float64 input.
+    lambda c: c["name"] == "poisson_nll_loss" and c["kw"]["full"] and c["desc"].endswith("int64"),
+]
+
+
+def _mutate(r, args, kw):
+    """(args, kw, "shape" or "dtype", description) with one array argument changed, or None."""
+    args, kw = list(args), dict(kw)
+    keys = [("a", i) for i, a in enumerate(args) if type(a) is not float]
+    keys += [("k", k) for k, v in kw.items() if isinstance(v, np.ndarray)]
+    where, key = keys[r.integers(len(keys))]
+    a = args[key] if where == "a" else kw[key]
+    m = int(r.integers(6))
+    if m == 0:
+        b, what = (a[..., None] if a.ndim else a.reshape(1)), "shape"
+    elif m == 1 and a.ndim and a.size:
+        b, what = (a.reshape(a.shape[:-2] + (-1,)) if a.ndim > 1 else a[0]), "shape"
+    elif m == 2 and a.ndim and a.shape[-1] > 0:
+        b, what = np.concatenate([a, a[..., :1]], -1), "shape"
+    elif m == 3:
+        b, what = (a.astype(np.int64) if a.dtype.kind == "f" else a.astype(np.float64)), "dtype"
+    elif m == 4:
+        b, what = a.astype(bool), "dtype"
+    elif m == 5:
+        b, what = a.astype(np.complex128), "dtype"
+    else:
+        return None
+    b = np.asarray(b)
+    if where == "a":
+        args[key] = b
+    else:
+        kw[key] = b
+    return tuple(args), kw, what, f"{key}: {a.shape} {a.dtype} -> {b.shape} {b.dtype}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mutated_cases_raise_where_torch_raises(name):
+    r = np.random.default_rng(zlib.crc32(f"mutated/{name}".encode()))
+    params = set(inspect.signature(getattr(L, name)).parameters)
+    failures, checked = [], 0
+    with jax.enable_x64(True):
+        while checked < 8:
+            args, kw, gidx = gen(r, name)
+            args = tuple(a if type(a) is float else np.asarray(a) for a in args)
+            kw = {key: (np.asarray(v) if isinstance(v, np.floating) else v) for key, v in kw.items()}
+            mutated = _mutate(r, args, kw)
+            if mutated is None:
+                continue
+            checked += 1
+            args, kw, what, desc = mutated
+            msg = _compare(name, args, kw, gidx, "float64")
+            raised = re.match(r"jaxloss raised \w+: (\w+):", msg or "")
+            if msg and msg.startswith("jaxloss raised") and (not raised or raised.group(1) not in params):
+                failures.append(f"{desc}: the error names no argument: {msg[:300]}")
+            elif msg and not any(rule(dict(name=name, what=what, desc=desc, kw=kw, msg=msg)) for rule in ALLOWED):
+                failures.append(f"{desc}: {msg[:300]}")
     assert not failures, "\n".join(failures)
