@@ -404,17 +404,19 @@ def _multi_margin_loss(x, target, weight, margin, *, p, reduction, out_dtype):
     in_range = (t >= 0) & (t < C)
     safe = jnp.where(in_range, t, 0).astype(jnp.int32)
     x_y = jnp.take_along_axis(x, safe[:, None], axis=1)
-    z = jnp.asarray(margin, cdt) - x_y + x  # (nframe, C)
+    other = jnp.arange(C)[None, :] != safe[:, None]
+    # The target's own term is 0 before the hinge, not masked after it: with an infinite
+    # margin its p=2 derivative is infinite, and a mask times that is NaN (torch: -inf
+    # for x_y, as from the other terms alone).
+    z = jnp.where(other, jnp.asarray(margin, cdt) - x_y + x, jnp.zeros((), cdt))  # (nframe, C)
     h = _positive_part(z)
     if p == 2:
         h = h * h
-    other = jnp.arange(C)[None, :] != safe[:, None]
     if weight is not None:
         # As torch, the weight multiplies only the positive terms of the other classes:
         # an infinite or NaN w_y times a zero term is 0, not NaN (value and gradient).
         w_y = S.take_rows(weight.astype(cdt), safe)[:, None]
         h = h * jnp.where(other & (z > 0), w_y, jnp.zeros((), cdt))
-    h = jnp.where(other, h, jnp.zeros_like(h))
     loss = jnp.sum(h, axis=1) / C
     V.debug_check(jnp.all(in_range), f"target: class index out of range [0, {C})")
     loss = jnp.where(in_range, loss, jnp.nan).reshape(out_shape)

@@ -569,3 +569,18 @@ def test_out_of_range_checkify_path(which):
     good = jnp.zeros_like(t)
     err, _ = checkify.checkify(jax.jit(f))(x, good)
     err.throw()  # no error for in-range labels
+
+
+@pytest.mark.parametrize("weight", [None, [1.0, 2.0, 0.5]])
+def test_multi_margin_infinite_margin_gradient_is_signed_infinity(weight):
+    # margin=inf, p=2: every other class's term is inf with derivative 2 * inf, so
+    # d/dx_i = +inf and d/dx_y = -inf (torch's values). The target's own term must not
+    # enter the gradient: masked after the hinge, its infinite derivative gave NaN at y.
+    x = jnp.array([[0.3, -0.2, 0.5], [0.1, 0.2, -0.4]])
+    t = jnp.array([1, 2])
+    w = None if weight is None else jnp.asarray(weight)
+    f = lambda a: L.multi_margin_loss(a, t, p=2, margin=jnp.inf, weight=w, reduction="sum")
+    assert float(f(x)) == np.inf
+    g = np.asarray(jax.grad(f)(x))
+    want = np.where(np.arange(3)[None, :] == np.asarray(t)[:, None], -np.inf, np.inf)
+    np.testing.assert_array_equal(g, want)
