@@ -44,7 +44,7 @@ def _check(name, args, kw, gidx, r):  # noqa: C901 (one block per transformation
     """What differs on this case (an empty list when nothing does; None when eager
     jaxloss rejects the case)."""
     kw = dict(kw)
-    static = kw.pop("__jl", {})
+    static = dict(kw.pop("__jl", {}))
     arrays = {k: jnp.asarray(v) for k, v in kw.items() if isinstance(v, np.ndarray)}
     static.update({k: v for k, v in kw.items() if not isinstance(v, np.ndarray)})
     loss = getattr(L, name)
