@@ -14,7 +14,9 @@ The mutated cases change one array argument of a valid case (a dimension added o
 dropped, the last one grown, the dtype changed): jaxloss must raise ``ValueError`` or
 ``TypeError`` naming one of its arguments wherever torch raises, and agree with torch
 wherever torch computes, apart from the differences the README lists (``ALLOWED``).
-Where torch's backward refuses what its forward took, only the values are compared.
+Where torch's backward refuses what its forward took, only the values are compared. The
+bad-option cases do the same with one option replaced by a value of the wrong type or
+range (``OPTIONS_ALLOWED``: the README's "Keywords and arguments").
 
 Differences that the README and the docstrings document are not compared:
 ``kl_div``'s target gradient at a zero target (``log_target=False``: torch's is NaN),
@@ -46,8 +48,9 @@ F = torch.nn.functional
 TOL = {"float64": (1e-9, 1e-12, 1e-8, 1e-11), "float32": (2e-5, 1e-6, 1e-4, 1e-5)}
 
 
-def _compare(name, args, kw, gidx, dtype):
-    """None if jaxloss agrees with torch on this case, else what differs."""
+def _compare(name, args, kw, gidx, dtype, errors=None):
+    """None if jaxloss agrees with torch on this case, else what differs. jaxloss's
+    ValueError/TypeError, if it raises one, is appended to ``errors``."""
     rtol, atol, grtol, gatol = TOL[dtype]
     kw = dict(kw)
     jl = kw.pop("__jl", {})
@@ -89,6 +92,8 @@ def _compare(name, args, kw, gidx, dtype):
             warnings.simplefilter("ignore")
             jv = fn(*jargs, **jkw)
     except (ValueError, TypeError) as e:
+        if errors is not None:
+            errors.append(e)
         return None if terr is not None else f"jaxloss raised {type(e).__name__}: {e}; torch gave {tv}"
     if terr is not None:
         return f"torch raised {type(terr).__name__}: {str(terr)[:200]}; jaxloss gave shape {jv.shape}"
@@ -201,6 +206,12 @@ def _mutate(r, args, kw):
     return tuple(args), kw, what, f"{key}: {a.shape} {a.dtype} -> {b.shape} {b.dtype}"
 
 
+def _named(error) -> str:
+    """The argument an error message starts with (``"target: expected ..."``), or ""."""
+    m = re.match(r"(\w+):", str(error))
+    return m.group(1) if m else ""
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_mutated_cases_raise_where_torch_raises(name):
     r = np.random.default_rng(zlib.crc32(f"mutated/{name}".encode()))
@@ -216,10 +227,68 @@ def test_mutated_cases_raise_where_torch_raises(name):
                 continue
             checked += 1
             args, kw, what, desc = mutated
-            msg = _compare(name, args, kw, gidx, "float64")
-            raised = re.match(r"jaxloss raised \w+: (\w+):", msg or "")
-            if msg and msg.startswith("jaxloss raised") and (not raised or raised.group(1) not in params):
-                failures.append(f"{desc}: the error names no argument: {msg[:300]}")
+            errors = []
+            msg = _compare(name, args, kw, gidx, "float64", errors)
+            if errors and _named(errors[0]) not in params:
+                failures.append(f"{desc}: the error names no argument: {errors[0]}")
             elif msg and not any(rule(dict(name=name, what=what, desc=desc, kw=kw, msg=msg)) for rule in ALLOWED):
                 failures.append(f"{desc}: {msg[:300]}")
+    assert not failures, "\n".join(failures)
+
+
+# Bad options: each case with one option (a keyword that is not an array) replaced by a
+# value of the wrong type or range. The README's "Keywords and arguments" lists where
+# jaxloss checks what torch converts:
+BAD_OPTIONS = {
+    "reduction": ["avg", "", None, 1, "MEAN", "batchmean", "elementwise_mean"],
+    "number": [-1.0, -0.5, float("nan"), float("inf"), -float("inf"), "0.1", True, 0, 2, np.array([0.1, 0.2])],
+    "index": [1.5, "1", -5, 10**6, True, None, np.int64(1), -1],
+    "flag": [2, None, "yes", 0, 1, np.bool_(True)],
+}
+OPTIONS_ALLOWED = [
+    # A bool where a number is expected (torch reads True as 1).
+    lambda c: c["kind"] in ("number", "index") and c["value"] is True and c["msg"].startswith("jaxloss raised"),
+    # A flag that is not a bool (torch reads its truthiness).
+    lambda c: c["kind"] == "flag" and not isinstance(c["value"], (bool, np.bool_)) and "expected a bool" in c["msg"],
+    # A NaN float option (torch returns NaN, or 0 in multi_margin_loss).
+    lambda c: c["kind"] == "number" and c["value"] != c["value"] and "got nan" in c["msg"],
+    # A negative label_smoothing (torch 2.13 accepts one).
+    lambda c: c["option"] == "label_smoothing" and c["value"] < 0 and "expected a value in [0.0, 1.0]" in c["msg"],
+    # A NumPy bool flag (torch's functional API refuses one; jaxloss reads it as the bool).
+    lambda c: isinstance(c["value"], np.bool_) and c["msg"].startswith("torch raised TypeError"),
+    # ctc_loss: a blank that the targets contain ("rejects targets equal to blank").
+    lambda c: c["option"] == "blank" and "must not be the blank label" in c["msg"],
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_options_raise_where_torch_raises(name):
+    r = np.random.default_rng(zlib.crc32(f"options/{name}".encode()))
+    params = set(inspect.signature(getattr(L, name)).parameters)
+    failures, checked = [], 0
+    with jax.enable_x64(True):
+        while checked < 8:
+            args, kw, gidx = gen(r, name)
+            args = tuple(a if type(a) is float else np.asarray(a) for a in args)
+            kw = {key: (np.asarray(v) if isinstance(v, np.floating) else v) for key, v in kw.items()}
+            options = [k for k, v in kw.items() if k != "__jl" and not isinstance(v, np.ndarray)]
+            if not options:
+                continue
+            checked += 1
+            option = options[r.integers(len(options))]
+            old = kw[option]
+            kind = (
+                "reduction"
+                if option == "reduction"
+                else "flag" if isinstance(old, bool) else "index" if old is None or isinstance(old, int) else "number"
+            )
+            value = BAD_OPTIONS[kind][r.integers(len(BAD_OPTIONS[kind]))]
+            kw = {**kw, option: value}
+            errors = []
+            msg = _compare(name, args, kw, gidx, "float64", errors)
+            case = dict(option=option, kind=kind, value=value, msg=msg or "")
+            if errors and _named(errors[0]) not in params:
+                failures.append(f"{option}={value!r}: the error names no argument: {errors[0]}")
+            elif msg and not any(rule(case) for rule in OPTIONS_ALLOWED):
+                failures.append(f"{option}={value!r} (was {old!r}): {msg[:300]}")
     assert not failures, "\n".join(failures)
