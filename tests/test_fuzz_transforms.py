@@ -82,7 +82,7 @@ def _check(name, args, kw, gidx, r):  # noqa: C901 (one block per transformation
     # vmap over two: a random subset of the array arguments batched (at least one).
     second = list(pos)
     for i in diff:
-        second[i] = pos[i] * jnp.asarray(r.uniform(0.985, 0.995, pos[i].shape))
+        second[i] = pos[i] * jnp.asarray(r.uniform(0.985, 0.995, pos[i].shape), pos[i].dtype)
     keys = sorted(arrays)
     slots = [("p", i) for i in traced] + [("k", k) for k in keys]
     batched = [bool(r.random() < 0.5) for _ in slots]
@@ -130,16 +130,14 @@ def _check(name, args, kw, gidx, r):  # noqa: C901 (one block per transformation
         return fn(full, arrays)
 
     primals = [pos[i] for i in diff]
-    tangents = [jnp.asarray(r.standard_normal(p.shape)) for p in primals]
+    tangents = [jnp.asarray(r.standard_normal(p.shape), p.dtype) for p in primals]
     try:
         _, jt = jax.jvp(f, primals, tangents)
         out, vjp = jax.vjp(f, *primals)
-        u = jnp.asarray(r.standard_normal(out.shape))
+        u = jnp.asarray(r.standard_normal(out.shape), out.dtype)
         lhs = float(jnp.sum(u * jt))
         rhs = float(sum(jnp.sum(g * t) for g, t in zip(vjp(u), tangents)))
-        if np.isfinite(lhs) != np.isfinite(rhs) or (
-            np.isfinite(lhs) and not np.isclose(lhs, rhs, rtol=1e-8, atol=1e-10)
-        ):
+        if np.isfinite(lhs) != np.isfinite(rhs) or (np.isfinite(lhs) and not _close(lhs, rhs, rtol=1e-8, atol=1e-10)):
             problems.append(f"<u, J t> = {lhs} but <J^T u, t> = {rhs}")
     except Exception as e:  # noqa: BLE001
         problems.append(f"jvp/vjp raised {type(e).__name__}: {str(e)[:200]}")
