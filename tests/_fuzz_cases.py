@@ -2,9 +2,10 @@
 
 Each case is ``(args, kwargs, gidx)``: numpy arrays (or Python floats) in torch's
 argument order, torch's keywords, and the indices of the arguments torch
-differentiates. ``kwargs["__jl"]`` holds jaxloss-only keywords. The generator needs
-no torch: ``test_fuzz_live`` compares the cases with torch, ``test_fuzz_transforms``
-checks them under JAX's transformations.
+differentiates. ``kwargs["__jl"]`` holds jaxloss-only keywords. ``mutate`` changes one
+array argument of a case (for the bad-input tests). Neither needs torch:
+``test_fuzz_live`` compares the cases with torch, ``test_fuzz_transforms`` checks them
+under JAX's transformations.
 """
 
 from __future__ import annotations
@@ -319,3 +320,33 @@ def gen(r, name, big=False):  # noqa: C901 (one branch per loss)
             )
         return (lp, tg, il, tl), kw, [0]
     raise KeyError(name)
+
+
+def mutate(r, args, kw):
+    """(args, kw, "shape" or "dtype", description) with one array argument changed, or None."""
+    args, kw = list(args), dict(kw)
+    keys = [("a", i) for i, a in enumerate(args) if type(a) is not float]
+    keys += [("k", k) for k, v in kw.items() if isinstance(v, np.ndarray)]
+    where, key = keys[r.integers(len(keys))]
+    a = args[key] if where == "a" else kw[key]
+    m = int(r.integers(6))
+    if m == 0:
+        b, what = (a[..., None] if a.ndim else a.reshape(1)), "shape"
+    elif m == 1 and a.ndim and a.size:
+        b, what = (a.reshape(a.shape[:-2] + (-1,)) if a.ndim > 1 else a[0]), "shape"
+    elif m == 2 and a.ndim and a.shape[-1] > 0:
+        b, what = np.concatenate([a, a[..., :1]], -1), "shape"
+    elif m == 3:
+        b, what = (a.astype(np.int64) if a.dtype.kind == "f" else a.astype(np.float64)), "dtype"
+    elif m == 4:
+        b, what = a.astype(bool), "dtype"
+    elif m == 5:
+        b, what = a.astype(np.complex128), "dtype"
+    else:
+        return None
+    b = np.asarray(b)
+    if where == "a":
+        args[key] = b
+    else:
+        kw[key] = b
+    return tuple(args), kw, what, f"{key}: {a.shape} {a.dtype} -> {b.shape} {b.dtype}"

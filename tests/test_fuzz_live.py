@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 
 import jaxloss as L
-from tests._fuzz_cases import BIG, NAMES, gen
+from tests._fuzz_cases import BIG, NAMES, gen, mutate
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -176,36 +176,6 @@ ALLOWED = [
 ]
 
 
-def _mutate(r, args, kw):
-    """(args, kw, "shape" or "dtype", description) with one array argument changed, or None."""
-    args, kw = list(args), dict(kw)
-    keys = [("a", i) for i, a in enumerate(args) if type(a) is not float]
-    keys += [("k", k) for k, v in kw.items() if isinstance(v, np.ndarray)]
-    where, key = keys[r.integers(len(keys))]
-    a = args[key] if where == "a" else kw[key]
-    m = int(r.integers(6))
-    if m == 0:
-        b, what = (a[..., None] if a.ndim else a.reshape(1)), "shape"
-    elif m == 1 and a.ndim and a.size:
-        b, what = (a.reshape(a.shape[:-2] + (-1,)) if a.ndim > 1 else a[0]), "shape"
-    elif m == 2 and a.ndim and a.shape[-1] > 0:
-        b, what = np.concatenate([a, a[..., :1]], -1), "shape"
-    elif m == 3:
-        b, what = (a.astype(np.int64) if a.dtype.kind == "f" else a.astype(np.float64)), "dtype"
-    elif m == 4:
-        b, what = a.astype(bool), "dtype"
-    elif m == 5:
-        b, what = a.astype(np.complex128), "dtype"
-    else:
-        return None
-    b = np.asarray(b)
-    if where == "a":
-        args[key] = b
-    else:
-        kw[key] = b
-    return tuple(args), kw, what, f"{key}: {a.shape} {a.dtype} -> {b.shape} {b.dtype}"
-
-
 def _named(error) -> str:
     """The argument an error message starts with (``"target: expected ..."``), or ""."""
     m = re.match(r"(\w+):", str(error))
@@ -222,7 +192,7 @@ def test_mutated_cases_raise_where_torch_raises(name):
             args, kw, gidx = gen(r, name)
             args = tuple(a if type(a) is float else np.asarray(a) for a in args)
             kw = {key: (np.asarray(v) if isinstance(v, np.floating) else v) for key, v in kw.items()}
-            mutated = _mutate(r, args, kw)
+            mutated = mutate(r, args, kw)
             if mutated is None:
                 continue
             checked += 1

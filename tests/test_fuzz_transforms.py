@@ -16,7 +16,9 @@ each is checked against jaxloss's own eager call:
 
 Cases that eager jaxloss rejects (the generator draws some invalid combinations,
 for the comparison with torch's errors) are skipped here; ``test_fuzz_live`` checks
-that torch rejects them too. The tolerances are float64 rounding: the transformed
+that torch rejects them too. The mutated cases of ``test_fuzz_live`` that eager
+jaxloss rejects must be rejected under ``jit`` too (the checks run at trace time), or,
+for the documented checks of traced values, give NaN. The tolerances are float64 rounding: the transformed
 programs may fuse and order sums differently from the eager ones.
 """
 
@@ -31,7 +33,7 @@ import numpy as np
 import pytest
 
 import jaxloss as L
-from tests._fuzz_cases import BIG, NAMES, gen
+from tests._fuzz_cases import BIG, NAMES, gen, mutate
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -184,4 +186,55 @@ def test_random_cases_under_transformations(name, big, count):
                     f"shapes {[np.shape(a) for a in args]}, {shown}: " + "; ".join(p[:300] for p in problems)
                 )
     assert checked == count, f"only {checked} of {drawn} drawn cases were valid"
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mutated_cases_rejected_eagerly_are_rejected_under_jit(name):
+    # The cases of test_fuzz_live's mutated-input test: one argument with a dimension added
+    # or dropped, the last one grown or the dtype changed. What eager jaxloss rejects must
+    # be rejected at trace time under jax.jit too, naming the same argument, with every
+    # array traced. The exception is a check of traced values (ctc_loss's concatenated
+    # target lengths that do not sum to the targets' length), which cannot raise inside
+    # jit: those cases must give NaN, as the docstrings say.
+    r = np.random.default_rng(zlib.crc32(f"mutated-jit/{name}".encode()))
+    failures, rejected = [], 0
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(12):
+            args, kw, _ = gen(r, name)
+            args = tuple(a if type(a) is float else np.asarray(a) for a in args)
+            kw = {key: (np.asarray(v) if isinstance(v, np.floating) else v) for key, v in kw.items()}
+            mutated = mutate(r, args, kw)
+            if mutated is None:
+                continue
+            args, kw, _, desc = mutated
+            static = dict(kw.pop("__jl", {}))
+            arrays = {k: jnp.asarray(v) for k, v in kw.items() if isinstance(v, np.ndarray)}
+            static.update({k: v for k, v in kw.items() if not isinstance(v, np.ndarray)})
+            pos = [a if type(a) is float else jnp.asarray(a) for a in args]
+            loss = getattr(L, name)
+            try:
+                loss(*pos, **arrays, **static)
+                continue
+            except (ValueError, TypeError) as e:
+                eager = e
+            rejected += 1
+            traced = [i for i, a in enumerate(pos) if type(a) is not float]
+
+            def call(vals, named):
+                full = list(pos)
+                for i, v in zip(traced, vals):
+                    full[i] = v
+                return loss(*full, **named, **static)
+
+            try:
+                out = jax.jit(call)([pos[i] for i in traced], arrays)
+            except (ValueError, TypeError) as e:
+                if str(e).split(":")[0] != str(eager).split(":")[0]:
+                    failures.append(f"{desc}: eager '{eager}', under jit '{e}'")
+                continue
+            if not bool(jnp.any(jnp.isnan(out))):
+                failures.append(f"{desc}: eager raised '{eager}', under jit it gave {np.asarray(out).ravel()[:6]}")
+    assert rejected, "no mutated case was rejected"
     assert not failures, "\n".join(failures)
