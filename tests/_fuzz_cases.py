@@ -46,9 +46,16 @@ def batch_shape(r):
     return tuple(int(r.integers(0 if r.random() < 0.1 else 1, 4)) for _ in range(r.integers(0, 4)))
 
 
-def gen(r, name, big=False):  # noqa: C901 (one branch per loss)
-    """(args, kwargs, indices of the arguments to differentiate). kwargs["__jl"] holds
-    jaxloss-only keywords."""
+def gen(r, name, big=False):
+    """(args, kwargs, indices of the arguments to differentiate): the arrays as NumPy
+    arrays (0-d ones too), Python floats kept. kwargs["__jl"] holds jaxloss-only keywords."""
+    args, kw, gidx = _draw(r, name, big)
+    args = tuple(a if type(a) is float else np.asarray(a) for a in args)
+    kw = {key: (np.asarray(v) if isinstance(v, np.floating) else v) for key, v in kw.items()}
+    return args, kw, gidx
+
+
+def _draw(r, name, big):  # noqa: C901 (one branch per loss)
     shape_batch = lambda: batch_shape(r)  # noqa: E731
     red = RED[r.integers(3)]
     if name in ("cross_entropy", "nll_loss"):

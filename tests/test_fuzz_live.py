@@ -144,8 +144,6 @@ def test_random_cases_match_torch(name, dtype, big, count):
     with jax.enable_x64(True):
         for k in range(count):
             args, kw, gidx = gen(r, name, big)
-            args = tuple(a if type(a) is float else np.asarray(a) for a in args)
-            kw = {key: (np.asarray(v) if isinstance(v, np.floating) else v) for key, v in kw.items()}
             msg = _compare(name, args, kw, gidx, dtype)
             if msg:
                 shown = {key: (np.shape(v) if isinstance(v, np.ndarray) else v) for key, v in kw.items()}
@@ -190,8 +188,6 @@ def test_mutated_cases_raise_where_torch_raises(name):
     with jax.enable_x64(True):
         while checked < 8:
             args, kw, gidx = gen(r, name)
-            args = tuple(a if type(a) is float else np.asarray(a) for a in args)
-            kw = {key: (np.asarray(v) if isinstance(v, np.floating) else v) for key, v in kw.items()}
             mutated = mutate(r, args, kw)
             if mutated is None:
                 continue
@@ -239,8 +235,6 @@ def test_bad_options_raise_where_torch_raises(name):
     with jax.enable_x64(True):
         while checked < 8:
             args, kw, gidx = gen(r, name)
-            args = tuple(a if type(a) is float else np.asarray(a) for a in args)
-            kw = {key: (np.asarray(v) if isinstance(v, np.floating) else v) for key, v in kw.items()}
             options = [k for k, v in kw.items() if k != "__jl" and not isinstance(v, np.ndarray)]
             if not options:
                 continue

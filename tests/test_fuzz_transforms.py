@@ -174,8 +174,6 @@ def test_random_cases_under_transformations(name, big, count):
         while checked < count and drawn < 10 * count:
             drawn += 1
             args, kw, gidx = gen(r, name, big)
-            args = tuple(a if type(a) is float else np.asarray(a) for a in args)
-            kw = {key: (np.asarray(v) if isinstance(v, np.floating) else v) for key, v in kw.items()}
             problems = _check(name, args, kw, gidx, r)
             if problems is None:
                 continue
@@ -203,8 +201,6 @@ def test_mutated_cases_rejected_eagerly_are_rejected_under_jit(name):
         warnings.simplefilter("ignore")
         for _ in range(12):
             args, kw, _ = gen(r, name)
-            args = tuple(a if type(a) is float else np.asarray(a) for a in args)
-            kw = {key: (np.asarray(v) if isinstance(v, np.floating) else v) for key, v in kw.items()}
             mutated = mutate(r, args, kw)
             if mutated is None:
                 continue
